@@ -1,0 +1,3 @@
+from carepulse.cli import main
+
+main()

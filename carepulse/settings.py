@@ -1,0 +1,55 @@
+"""All runtime configuration, read from ``CAREPULSE_*`` environment variables.
+
+This is the only module that reads the environment: everything else receives a `Settings`.
+Clinical thresholds are *not* settings; they live in versioned config under ``indicators/config``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CAREPULSE_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None,
+        description="host:port[,host:port] of an existing Kafka-protocol broker (e.g. Apache Kafka). "
+        "When set, nothing is started and this broker is used; when unset, the embedded broker is used.",
+    )
+    broker_host: str = Field(default="127.0.0.1", description="Loopback address of the embedded broker.")
+    broker_port: int = Field(default=19092, ge=1, le=65535, description="Port of the embedded broker.")
+    data_dir: Path = Field(default=Path(".carepulse"), description="Where local state (gateway buffer, logs) lives.")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    topic_partitions: int = Field(
+        default=4, ge=1, description="Partitions of every keyed topic; Faust changelogs use the same count."
+    )
+    # The embedded broker holds a JoinGroup for half the session timeout (streaming.md §3.5.3), so a short
+    # session makes workers start and rebalance in seconds. Apache Kafka deployments may raise it.
+    session_timeout_s: float = Field(default=10.0, gt=0)
+    heartbeat_interval_s: float = Field(default=1.0, gt=0)
+    # The embedded broker under-reports ListOffsets by (records in last batch - 1), which makes Faust table
+    # recovery stop early; one record per produced batch avoids it (streaming.md §3.5.2, verified there).
+    one_record_per_batch: bool = Field(
+        default=True,
+        description="Produce one record per batch from the worker (works around the embedded broker's "
+        "end-offset under-reporting). Turn off on Apache Kafka for throughput.",
+    )
+
+    worker_id: str = Field(default="carepulse-worker", description="Faust application id (consumer group).")
+    worker_web_port: int = Field(default=6066, ge=1, le=65535)
+    gateway_id: str = Field(default="gw-demo-1", description="Identity of this edge gateway in event sources.")
+
+    @property
+    def bootstrap(self) -> str:
+        """The bootstrap servers clients should use: the external broker if configured, else the embedded one."""
+        return self.kafka_bootstrap or f"{self.broker_host}:{self.broker_port}"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return self.kafka_bootstrap is None
