@@ -144,18 +144,175 @@ class News2Scored(ResidentEvent):
     rules_version: str
 
 
+class Scale2Prescription(BaseModel):
+    """A clinician's prescription of an 88–92 % SpO2 target: the only reason to score on Scale 2 (news2.md §1a)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prescribed_by: Identifier
+    prescribed_at: AwareDatetime
+
+
+class ResidentRecord(ResidentEvent):
+    """The latest known context of a resident (compacted ``residents`` topic, keyed by resident).
+
+    ``status`` drives occupancy: a resident ``in_hospital`` keeps the bed but is not an occupied bed day.
+    """
+
+    event_type: Literal["resident"] = "resident"
+    status: Literal["admitted", "in_hospital", "discharged"]
+    scale2_prescription: Scale2Prescription | None = None
+    sex: Literal["female", "male"] | None = None
+    fluid_target_ml: Annotated[int, Field(gt=0, le=6000)] | None = None
+
+
 class Escalation(ResidentEvent):
-    """A NEWS2 escalation: a score at or above the urgent-response threshold needs a clinical response."""
+    """A change in a NEWS2 escalation episode: raised, upgraded (e.g. amber to red), acknowledged, resolved.
+
+    One episode per deterioration: a worse score within an open episode upgrades it instead of opening another.
+    """
 
     event_type: Literal["escalation"] = "escalation"
     episode_id: uuid.UUID
-    status: Literal["raised"] = "raised"
+    status: Literal["raised", "upgraded", "acknowledged", "resolved"] = "raised"
     risk: EscalationRisk
     total: int | None
     any_single_3: bool
-    score_event_id: uuid.UUID
+    score_event_id: uuid.UUID | None = None
     response: str
     rules_version: str
+    raised_at: AwareDatetime | None = None
+    deadline_at: AwareDatetime | None = None
+    acknowledged_by: Identifier | None = None
+    acknowledged_at: AwareDatetime | None = None
+    resolution: str | None = None
+
+
+class EscalationOverdue(ResidentEvent):
+    """An escalation not acknowledged by its band's response deadline."""
+
+    event_type: Literal["escalation_overdue"] = "escalation_overdue"
+    episode_id: uuid.UUID
+    risk: EscalationRisk
+    raised_at: AwareDatetime
+    deadline_at: AwareDatetime
+
+
+class ObservationOverdue(ResidentEvent):
+    """The next NEWS2 observation set was not taken by the time the monitoring frequency required."""
+
+    event_type: Literal["observation_overdue"] = "observation_overdue"
+    last_score_event_id: uuid.UUID
+    last_scored_at: AwareDatetime
+    due_at: AwareDatetime
+    monitoring: str
+
+
+class EscalationAcknowledgement(ResidentEvent):
+    """Staff acknowledged the resident's open escalation and say what they did (e.g. called the GP, 999)."""
+
+    event_type: Literal["escalation_acknowledgement"] = "escalation_acknowledgement"
+    acknowledged_by: Identifier
+    action: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    episode_id: uuid.UUID | None = Field(default=None, description="Omitted: the resident's open episode.")
+
+
+class ClinicalReview(ResidentEvent):
+    """A clinical review was recorded for the resident; it resolves the open escalation episode."""
+
+    event_type: Literal["clinical_review"] = "clinical_review"
+    reviewed_by: Identifier
+    outcome: Annotated[str, StringConstraints(min_length=1, max_length=1000)]
+
+
+class FluidIntake(ResidentEvent):
+    """Drinks offered to and consumed by a resident (carer-logged or a smart cup's fill and drop).
+
+    ESPEN frames the daily target as an amount *offered*; consumed is what counts toward it (cqc_domain.md
+    §2.2 rows 4–5), so both are recorded.
+    """
+
+    event_type: Literal["fluid_intake"] = "fluid_intake"
+    offered_ml: Annotated[float, Field(ge=0, le=3000, allow_inf_nan=False)]
+    consumed_ml: Annotated[float, Field(ge=0, le=3000, allow_inf_nan=False)]
+    method: Literal["carer", "smart_cup"]
+    recorded_by: Identifier
+
+
+class Fall(ResidentEvent):
+    """A fall. A device alert counts as a fall only once staff confirm it (cqc_domain.md §2.1);
+    harm uses the LFPSE levels (§2.2 row 2)."""
+
+    event_type: Literal["fall"] = "fall"
+    detected_by: Literal["staff", "device"]
+    confirmed: bool
+    harm: Literal["none", "low", "moderate", "severe", "fatal"] | None = None
+    alert_id: Identifier | None = Field(default=None, description="Links a device alert to its staff confirmation.")
+    recorded_by: Identifier
+
+
+class CallBell(Event):
+    """A call-bell lifecycle step. Tests are recorded but excluded from response indicators (§2.2 row 6)."""
+
+    event_type: Literal["call_bell"] = "call_bell"
+    resident_id: ResidentId | None = None
+    call_id: Identifier
+    phase: Literal["raised", "answered"]
+    priority: Literal["routine", "emergency"] = "routine"
+    call_type: Literal["call_point", "pull_cord", "pendant", "fall_detector", "test"] = "call_point"
+    answered_by: Identifier | None = None
+
+
+class VisitTask(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: Identifier
+    kind: Literal["medication", "personal_care", "meal", "other"]
+    time_critical: bool = False
+
+
+class TaskOutcome(BaseModel):
+    """What happened to a planned task; medication codes follow eMAR practice (cqc_domain.md §2.2 row 11)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task_id: Identifier
+    outcome: Literal["done", "refused", "withheld_by_clinician", "not_required", "in_hospital", "not_done"]
+
+
+class VisitPlanned(ResidentEvent):
+    """A homecare visit on the roster."""
+
+    event_type: Literal["visit_planned"] = "visit_planned"
+    visit_id: Identifier
+    planned_start: AwareDatetime
+    planned_end: AwareDatetime
+    time_critical: bool = False
+    tasks: list[VisitTask] = Field(default_factory=list, max_length=50)
+
+
+class VisitCheckIn(ResidentEvent):
+    """A carer arrived (electronic call monitoring); ``forced`` check-ins count as unverified."""
+
+    event_type: Literal["visit_check_in"] = "visit_check_in"
+    visit_id: Identifier
+    carer_id: Identifier
+    verification: Literal["gps", "qr", "otp", "forced"]
+
+
+class VisitCheckOut(ResidentEvent):
+    event_type: Literal["visit_check_out"] = "visit_check_out"
+    visit_id: Identifier
+    carer_id: Identifier
+    task_outcomes: list[TaskOutcome] = Field(default_factory=list, max_length=50)
+
+
+class VisitCancelled(ResidentEvent):
+    """Cancelled by the person in advance: not a missed visit (NICE QS123, cqc_domain.md §2.2 row 9)."""
+
+    event_type: Literal["visit_cancelled"] = "visit_cancelled"
+    visit_id: Identifier
+    by_client_in_advance: bool
 
 
 class DeadLetter(Event):
@@ -171,7 +328,11 @@ class DeadLetter(Event):
 
 
 AnyEvent = Annotated[
-    Union[DeviceReading, ManualObservation, ObservationSet, News2Scored, Escalation, DeadLetter],
+    Union[
+        DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
+        EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter,
+    ],
     Field(discriminator="event_type"),
 ]
 any_event_adapter: TypeAdapter[AnyEvent] = TypeAdapter(AnyEvent)
@@ -190,7 +351,11 @@ def parse(model: type[E], payload: bytes | str) -> E:
 
 
 def all_models() -> list[type[Event]]:
-    return [DeviceReading, ManualObservation, ObservationSet, News2Scored, Escalation, DeadLetter]
+    return [
+        DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
+        EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter,
+    ]
 
 
 def json_schemas() -> dict[str, dict]:

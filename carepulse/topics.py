@@ -17,7 +17,7 @@ from carepulse import events
 class TopicSpec:
     name: str
     key: str
-    value_model: type[events.Event]
+    value_models: tuple[type[events.Event], ...]
     cleanup_policy: Literal["delete", "compact"]
     retention_ms: int | None
     purpose: str
@@ -40,15 +40,15 @@ _DAY_MS = 24 * 3600 * 1000
 READINGS = TopicSpec(
     name="readings",
     key="resident_id",
-    value_model=events.DeviceReading,
+    value_models=(events.DeviceReading, events.ManualObservation),
     cleanup_policy="delete",
     retention_ms=30 * _DAY_MS,
-    purpose="Decoded device readings from gateways.",
+    purpose="Device readings and carers' manual observations, the parts of NEWS2 observation sets.",
 )
 OBSERVATION_SETS = TopicSpec(
     name="observation-sets",
     key="resident_id",
-    value_model=events.ObservationSet,
+    value_models=(events.ObservationSet,),
     cleanup_policy="delete",
     retention_ms=365 * _DAY_MS,
     purpose="NEWS2 observation sets to score.",
@@ -56,7 +56,7 @@ OBSERVATION_SETS = TopicSpec(
 NEWS2_SCORES = TopicSpec(
     name="news2-scores",
     key="resident_id",
-    value_model=events.News2Scored,
+    value_models=(events.News2Scored,),
     cleanup_policy="delete",
     retention_ms=365 * _DAY_MS,
     purpose="NEWS2 results, complete or incomplete.",
@@ -64,22 +64,60 @@ NEWS2_SCORES = TopicSpec(
 ESCALATIONS = TopicSpec(
     name="escalations",
     key="resident_id",
-    value_model=events.Escalation,
+    value_models=(events.Escalation, events.EscalationOverdue),
     cleanup_policy="delete",
     retention_ms=365 * _DAY_MS,
-    purpose="Escalations raised by NEWS2 scores at low-medium, medium or high risk.",
+    purpose="NEWS2 escalation episodes (raised, upgraded, acknowledged, resolved) and missed deadlines.",
+)
+RESIDENTS = TopicSpec(
+    name="residents",
+    key="resident_id",
+    value_models=(events.ResidentRecord,),
+    cleanup_policy="compact",
+    retention_ms=None,
+    purpose="Latest context per resident: admission status, location, Scale 2 prescription, fluid target.",
+)
+CLINICAL_ACTIONS = TopicSpec(
+    name="clinical-actions",
+    key="resident_id",
+    value_models=(events.EscalationAcknowledgement, events.ClinicalReview),
+    cleanup_policy="delete",
+    retention_ms=365 * _DAY_MS,
+    purpose="Staff acknowledgements of escalations and recorded clinical reviews.",
+)
+CARE_EVENTS = TopicSpec(
+    name="care-events",
+    key="location_id",
+    value_models=(
+        events.FluidIntake, events.Fall, events.CallBell, events.VisitPlanned, events.VisitCheckIn,
+        events.VisitCheckOut, events.VisitCancelled,
+    ),
+    cleanup_policy="delete",
+    retention_ms=365 * _DAY_MS,
+    purpose="What care indicators are computed from: fluids, falls, call bells, visits.",
+)
+OBSERVATIONS_DUE = TopicSpec(
+    name="observations-due",
+    key="resident_id",
+    value_models=(events.ObservationOverdue,),
+    cleanup_policy="delete",
+    retention_ms=365 * _DAY_MS,
+    purpose="NEWS2 observations not taken within the minimum monitoring frequency.",
 )
 DEAD_LETTERS = TopicSpec(
     name="dead-letters",
     key="stage",
-    value_model=events.DeadLetter,
+    value_models=(events.DeadLetter,),
     cleanup_policy="delete",
     retention_ms=90 * _DAY_MS,
     purpose="Inputs that could not be processed, with the reason and the original payload.",
     partitions=1,
 )
 
-CATALOG: tuple[TopicSpec, ...] = (READINGS, OBSERVATION_SETS, NEWS2_SCORES, ESCALATIONS, DEAD_LETTERS)
+CATALOG: tuple[TopicSpec, ...] = (
+    READINGS, RESIDENTS, CLINICAL_ACTIONS, CARE_EVENTS, OBSERVATION_SETS, NEWS2_SCORES, ESCALATIONS,
+    OBSERVATIONS_DUE, DEAD_LETTERS,
+)
 
 
 def by_name(name: str) -> TopicSpec:
