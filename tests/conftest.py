@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
+
+# Property tests and fuzzers run a few hundred examples in the default run; the dedicated fuzzing job
+# uses `--hypothesis-profile=fuzz`.
+settings.register_profile("carepulse", max_examples=300, deadline=None)
+settings.register_profile("fuzz", max_examples=20_000, deadline=None)
+settings.load_profile("carepulse")
 
 from carepulse.broker import EmbeddedBroker, ensure_topics
 from carepulse.settings import Settings
