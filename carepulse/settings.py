@@ -44,6 +44,16 @@ class Settings(BaseSettings):
     worker_id: str = Field(default="carepulse-worker", description="Faust application id (consumer group).")
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
     gateway_id: str = Field(default="gw-demo-1", description="Identity of this edge gateway in event sources.")
+    gateway_port: int = Field(default=8470, ge=1, le=65535, description="Port of the gateway's tablet intake API.")
+    gateway_host: str = Field(default="127.0.0.1", description="Address the tablet intake API listens on.")
+    gateway_buffer_max_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Disk the gateway's store-and-forward buffer may use."
+    )
+    ble_transport: str = Field(
+        default="virtual",
+        description="Bumble transport of the gateway's BLE controller, e.g. 'usb:0' or 'hci-socket:0' for a real "
+        "dongle; 'virtual' runs the emulated care home's devices on an in-process virtual link.",
+    )
 
     @property
     def bootstrap(self) -> str:
