@@ -28,13 +28,13 @@ Output for ``1E 7800 5000 5A00 E807 0102 0C00 00 4800 01 0500`` (mmHg, every opt
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from decimal import ROUND_HALF_UP, Decimal
 from enum import IntEnum, IntFlag
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from gateway.codecs import datetime as date_time
-from gateway.codecs.errors import DecodeError
+from gateway.codecs.fields import Field, pack, read_fields, uint
 from gateway.codecs.ieee11073 import SFLOAT, Encodable, Reading, SpecialValue
 
 UUID = 0x2A35
@@ -75,33 +75,20 @@ class PulseRateRange(IntEnum):
 PULSE_RATE_RANGE_SHIFT = 3
 
 
-class Field(NamedTuple):
-    """One layout row: a field, its size, its decoder and the flag bit announcing it (0 = always)."""
-
-    name: str
-    size: int
-    decode: Callable[[bytes], Any]
-    flag: int = 0
-
-
-def _uint(chunk: bytes) -> int:
-    return int.from_bytes(chunk, "little")
-
-
 LAYOUT = (
     Field("systolic", SFLOAT.size, SFLOAT.decode),
     Field("diastolic", SFLOAT.size, SFLOAT.decode),
     Field("mean_arterial_pressure", SFLOAT.size, SFLOAT.decode),
     Field("timestamp", date_time.SIZE, date_time.decode, Flags.TIME_STAMP),
     Field("pulse_rate", SFLOAT.size, SFLOAT.decode, Flags.PULSE_RATE),
-    Field("user_id", 1, _uint, Flags.USER_ID),
-    Field("measurement_status", 2, _uint, Flags.MEASUREMENT_STATUS),
+    Field("user_id", 1, uint, Flags.USER_ID),
+    Field("measurement_status", 2, uint, Flags.MEASUREMENT_STATUS),
 )
 
 
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode a Blood Pressure Measurement (0x2A35) value."""
-    flags, fields = _read_fields(payload, LAYOUT, RFU_FLAGS)
+    flags, fields = read_fields(payload, LAYOUT, RFU_FLAGS)
     result: dict[str, Any] = {"characteristic": "blood_pressure_measurement"}
     pressures = {"systolic": fields["systolic"], "diastolic": fields["diastolic"]}
     result |= _pressures(flags, **pressures, map=fields["mean_arterial_pressure"])
@@ -110,7 +97,7 @@ def decode(payload: bytes) -> dict[str, Any]:
 
 def decode_intermediate_cuff_pressure(payload: bytes) -> dict[str, Any]:
     """Decode an Intermediate Cuff Pressure (0x2A36) value: only the cuff pressure slot [GSS-ICP]."""
-    flags, fields = _read_fields(payload, LAYOUT, RFU_FLAGS)
+    flags, fields = read_fields(payload, LAYOUT, RFU_FLAGS)
     result: dict[str, Any] = {"characteristic": "intermediate_cuff_pressure"}
     result |= _pressures(flags, cuff_pressure=fields["systolic"])
     return result | _optional_fields(fields)
@@ -152,7 +139,7 @@ def encode(
     if measurement_status is not None or pulse_rate_range is not None:
         status = _status_word(measurement_status or (), pulse_rate_range or "in_range")
         fields["measurement_status"] = status.to_bytes(2, "little")
-    return _pack(Flags.KPA if unit == "kPa" else 0, fields, LAYOUT)
+    return pack(Flags.KPA if unit == "kPa" else 0, fields, LAYOUT)
 
 
 def encode_intermediate_cuff_pressure(
@@ -226,35 +213,3 @@ def _status_word(names: Iterable[str], pulse_rate_range: str) -> int:
         return word | PulseRateRange[pulse_rate_range.upper()] << PULSE_RATE_RANGE_SHIFT
     except KeyError as error:
         raise ValueError(f"unknown blood pressure status {error.args[0]!r}") from None
-
-
-def _read_fields(payload: bytes, layout: tuple[Field, ...], rfu_flags: int) -> tuple[int, dict[str, Any]]:
-    """The walker: flags, then each announced field in table order (ble_health.md §2 Policy)."""
-    if not payload:
-        raise DecodeError("truncated: flags need 1 byte, 0 left")
-    flags = payload[0]
-    if flags & rfu_flags:
-        raise DecodeError(f"reserved flag bits set: {flags & rfu_flags:#04x}")
-    fields: dict[str, Any] = {}
-    offset = 1
-    for field in layout:
-        if field.flag and not flags & field.flag:
-            continue
-        chunk = payload[offset : offset + field.size]
-        if len(chunk) < field.size:
-            unit = "byte" if field.size == 1 else "bytes"
-            raise DecodeError(f"truncated: {field.name} needs {field.size} {unit}, {len(chunk)} left")
-        fields[field.name] = field.decode(chunk)
-        offset += field.size
-    if offset < len(payload):
-        raise DecodeError(f"trailing bytes: {len(payload) - offset}")
-    return flags, fields
-
-
-def _pack(status_flags: int, fields: dict[str, bytes], layout: tuple[Field, ...]) -> bytes:
-    """The walker's inverse: a flag bit for each optional field given, then the fields in table order."""
-    flags = status_flags
-    for field in layout:
-        if field.name in fields:
-            flags |= field.flag
-    return bytes([flags]) + b"".join(fields[field.name] for field in layout if field.name in fields)

@@ -21,12 +21,13 @@ Output for ``16 48 0004 0002`` (contact detected, 72 bpm, RR 1000 ms and 500 ms)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from decimal import ROUND_HALF_UP, Decimal
 from enum import IntEnum, IntFlag
-from typing import Any, NamedTuple
+from typing import Any
 
 from gateway.codecs.errors import DecodeError
+from gateway.codecs.fields import Field, read_fields, uint
 
 UUID = 0x2A37
 
@@ -52,61 +53,25 @@ class SensorContact(IntEnum):
     DETECTED = 3
 
 
-class Field(NamedTuple):
-    """One layout row: a field, its size and the flags it needs (``flags & mask == match``).
-
-    Heart rate needs two rows because the same flag bit picks its width both ways.
-    """
-
-    name: str
-    size: int
-    decode: Callable[[bytes], Any]
-    mask: int = 0
-    match: int = 0
-
-
-def _uint(chunk: bytes) -> int:
-    return int.from_bytes(chunk, "little")
-
-
 def _rr_ms(chunk: bytes) -> float:
-    milliseconds = Decimal(_uint(chunk)) * 1000 / RR_UNITS_PER_SECOND
+    milliseconds = Decimal(uint(chunk)) * 1000 / RR_UNITS_PER_SECOND
     return float(milliseconds.quantize(Decimal("0.001"), rounding=ROUND_HALF_UP))
 
 
 LAYOUT = (
-    Field("heart_rate_bpm", 1, _uint, Flags.HEART_RATE_UINT16, 0),
-    Field("heart_rate_bpm", 2, _uint, Flags.HEART_RATE_UINT16, Flags.HEART_RATE_UINT16),
-    Field("energy_expended_kj", 2, _uint, Flags.ENERGY_EXPENDED, Flags.ENERGY_EXPENDED),
+    Field("heart_rate_bpm", 1, uint, Flags.HEART_RATE_UINT16, if_clear=True),
+    Field("heart_rate_bpm", 2, uint, Flags.HEART_RATE_UINT16),
+    Field("energy_expended_kj", 2, uint, Flags.ENERGY_EXPENDED),
+    Field("rr_interval", 2, _rr_ms, Flags.RR_INTERVALS, repeats=True),
 )
-RR_INTERVAL = Field("rr_interval", 2, _rr_ms, Flags.RR_INTERVALS, Flags.RR_INTERVALS)
-"""Repeats until the end of the value when its flag is set."""
 
 
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode a Heart Rate Measurement (0x2A37) value."""
-    if not payload:
-        raise DecodeError("truncated: flags need 1 byte, 0 left")
-    flags = payload[0]
-    if flags & RFU_FLAGS:
-        raise DecodeError(f"reserved flag bits set: {flags & RFU_FLAGS:#04x}")
-    fields: dict[str, Any] = {}
-    offset = 1
-    for field in LAYOUT:
-        if flags & field.mask != field.match:
-            continue
-        fields[field.name] = field.decode(_take(payload, offset, field))
-        offset += field.size
-    rr_intervals = None
-    if flags & RR_INTERVAL.mask:
-        if offset == len(payload):
-            raise DecodeError("RR-interval flag set but no RR-interval follows")
-        rr_intervals = []
-        while offset < len(payload):
-            rr_intervals.append(RR_INTERVAL.decode(_take(payload, offset, RR_INTERVAL)))
-            offset += RR_INTERVAL.size
-    elif offset < len(payload):
-        raise DecodeError(f"trailing bytes: {len(payload) - offset}")
+    flags, fields = read_fields(payload, LAYOUT, RFU_FLAGS)
+    rr_intervals = fields.get("rr_interval")
+    if rr_intervals == []:  # the flag promises at least one (§9 Policy)
+        raise DecodeError("RR-interval flag set but no RR-interval follows")
     return {
         "characteristic": "heart_rate_measurement",
         "heart_rate_bpm": fields["heart_rate_bpm"],
@@ -145,14 +110,6 @@ def encode(
         flags |= Flags.RR_INTERVALS
         body += b"".join(_rr_bytes(milliseconds) for milliseconds in rr_intervals_ms)
     return bytes([flags]) + body
-
-
-def _take(payload: bytes, offset: int, field: Field) -> bytes:
-    chunk = payload[offset : offset + field.size]
-    if len(chunk) < field.size:
-        unit = "byte" if field.size == 1 else "bytes"
-        raise DecodeError(f"truncated: {field.name} needs {field.size} {unit}, {len(chunk)} left")
-    return chunk
 
 
 def _contact_name(flags: int) -> str:

@@ -144,32 +144,29 @@ def _as_special(value: Encodable) -> SpecialValue | None:
     return None
 
 
-SFLOAT = Medfloat(
-    name="SFLOAT",
-    size=2,
-    exponent_bits=4,
-    max_mantissa=0x07FD,
-    specials={
-        0x07FF: SpecialValue.NAN,
-        0x0800: SpecialValue.NRES,
-        0x07FE: SpecialValue.POSITIVE_INFINITY,
-        0x0802: SpecialValue.NEGATIVE_INFINITY,
-        0x0801: SpecialValue.RESERVED,
-    },
-)
+def _medfloat(name: str, size: int, exponent_bits: int) -> Medfloat:
+    """A format whose special words are the five mantissas beyond ±(2^(n-1) - 3), at exponent 0.
+
+    n is the mantissa width; the words are the same for both widths [PHD-WP], [HL7-FLOATS], [ANTIDOTE-CONST].
+    """
+    nan = (1 << (size * 8 - exponent_bits - 1)) - 1  # +(2^(n-1) - 1)
+    return Medfloat(
+        name=name,
+        size=size,
+        exponent_bits=exponent_bits,
+        max_mantissa=nan - 2,
+        specials={
+            nan: SpecialValue.NAN,  # 0x07FF, 0x007FFFFF
+            nan + 1: SpecialValue.NRES,  # 0x0800, 0x00800000
+            nan - 1: SpecialValue.POSITIVE_INFINITY,  # 0x07FE, 0x007FFFFE
+            nan + 3: SpecialValue.NEGATIVE_INFINITY,  # 0x0802, 0x00800002
+            nan + 2: SpecialValue.RESERVED,  # 0x0801, 0x00800001
+        },
+    )
+
+
+SFLOAT = _medfloat("SFLOAT", size=2, exponent_bits=4)
 """GSS ``medfloat16``: 4-bit exponent, 12-bit mantissa [PHD-WP], [HL7-FLOATS]."""
 
-FLOAT = Medfloat(
-    name="FLOAT",
-    size=4,
-    exponent_bits=8,
-    max_mantissa=0x7FFFFD,
-    specials={
-        0x007FFFFF: SpecialValue.NAN,
-        0x00800000: SpecialValue.NRES,
-        0x007FFFFE: SpecialValue.POSITIVE_INFINITY,
-        0x00800002: SpecialValue.NEGATIVE_INFINITY,
-        0x00800001: SpecialValue.RESERVED,
-    },
-)
+FLOAT = _medfloat("FLOAT", size=4, exponent_bits=8)
 """GSS ``medfloat32``: 8-bit exponent, 24-bit mantissa [HL7-FLOATS], [NORDIC-DATA]."""

@@ -29,12 +29,12 @@ Status fields become lists of named bits (``None`` when absent); their RFU bits 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from enum import IntFlag
-from typing import Any, NamedTuple
+from typing import Any
 
 from gateway.codecs import datetime as date_time
-from gateway.codecs.errors import DecodeError
+from gateway.codecs.fields import Field, pack, read_fields, uint
 from gateway.codecs.ieee11073 import SFLOAT, Encodable
 
 SPOT_CHECK_UUID = 0x2A5E
@@ -97,21 +97,12 @@ class DeviceAndSensorStatus(IntFlag):
     SENSOR_DISCONNECTED = 1 << 15
 
 
-class Field(NamedTuple):
-    """One layout row: a field, its size, its decoder and the flag bit announcing it (0 = always)."""
-
-    name: str
-    size: int
-    decode: Callable[[bytes], Any]
-    flag: int = 0
-
-
 def _measurement_status(chunk: bytes) -> list[str]:
-    return _names(MeasurementStatus, int.from_bytes(chunk, "little"))
+    return _names(MeasurementStatus, uint(chunk))
 
 
 def _device_and_sensor_status(chunk: bytes) -> list[str]:
-    return _names(DeviceAndSensorStatus, int.from_bytes(chunk, "little"))
+    return _names(DeviceAndSensorStatus, uint(chunk))
 
 
 SPOT_CHECK_LAYOUT = (
@@ -138,7 +129,7 @@ CONTINUOUS_LAYOUT = (
 
 def decode_spot_check(payload: bytes) -> dict[str, Any]:
     """Decode a PLX Spot-check Measurement (0x2A5E) value."""
-    flags, fields = _read_fields(payload, SPOT_CHECK_LAYOUT, RFU_FLAGS)
+    flags, fields = read_fields(payload, SPOT_CHECK_LAYOUT, RFU_FLAGS)
     return (
         {"characteristic": "plx_spot_check_measurement"}
         | {field.name: fields.get(field.name) for field in SPOT_CHECK_LAYOUT}
@@ -148,7 +139,7 @@ def decode_spot_check(payload: bytes) -> dict[str, Any]:
 
 def decode_continuous(payload: bytes) -> dict[str, Any]:
     """Decode a PLX Continuous Measurement (0x2A5F) value."""
-    _, fields = _read_fields(payload, CONTINUOUS_LAYOUT, RFU_FLAGS)
+    _, fields = read_fields(payload, CONTINUOUS_LAYOUT, RFU_FLAGS)
     return {"characteristic": "plx_continuous_measurement"} | {
         field.name: fields.get(field.name) for field in CONTINUOUS_LAYOUT
     }
@@ -171,7 +162,7 @@ def encode_spot_check(
     if timestamp is not None:
         fields["timestamp"] = date_time.encode(timestamp)
     status_flags = SpotCheckFlags.DEVICE_CLOCK_NOT_SET if device_clock_not_set else 0
-    return _pack(status_flags, fields, SPOT_CHECK_LAYOUT)
+    return pack(status_flags, fields, SPOT_CHECK_LAYOUT)
 
 
 def encode_continuous(
@@ -199,7 +190,7 @@ def encode_continuous(
         if spo2 is not None and rate is not None:
             fields[spo2_name] = SFLOAT.encode(spo2)
             fields[rate_name] = SFLOAT.encode(rate)
-    return _pack(0, fields, CONTINUOUS_LAYOUT)
+    return pack(0, fields, CONTINUOUS_LAYOUT)
 
 
 def _common_fields(
@@ -229,35 +220,3 @@ def _bits(flags: type[IntFlag], names: Iterable[str]) -> int:
         return sum(flags[name.upper()] for name in set(names))
     except KeyError as error:
         raise ValueError(f"unknown {flags.__name__} bit {error.args[0]!r}") from None
-
-
-def _read_fields(payload: bytes, layout: tuple[Field, ...], rfu_flags: int) -> tuple[int, dict[str, Any]]:
-    """The walker: flags, then each announced field in table order (ble_health.md §2 Policy)."""
-    if not payload:
-        raise DecodeError("truncated: flags need 1 byte, 0 left")
-    flags = payload[0]
-    if flags & rfu_flags:
-        raise DecodeError(f"reserved flag bits set: {flags & rfu_flags:#04x}")
-    fields: dict[str, Any] = {}
-    offset = 1
-    for field in layout:
-        if field.flag and not flags & field.flag:
-            continue
-        chunk = payload[offset : offset + field.size]
-        if len(chunk) < field.size:
-            unit = "byte" if field.size == 1 else "bytes"
-            raise DecodeError(f"truncated: {field.name} needs {field.size} {unit}, {len(chunk)} left")
-        fields[field.name] = field.decode(chunk)
-        offset += field.size
-    if offset < len(payload):
-        raise DecodeError(f"trailing bytes: {len(payload) - offset}")
-    return flags, fields
-
-
-def _pack(status_flags: int, fields: dict[str, bytes], layout: tuple[Field, ...]) -> bytes:
-    """The walker's inverse: a flag bit for each optional field given, then the fields in table order."""
-    flags = status_flags
-    for field in layout:
-        if field.name in fields:
-            flags |= field.flag
-    return bytes([flags]) + b"".join(fields[field.name] for field in layout if field.name in fields)

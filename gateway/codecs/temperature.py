@@ -18,13 +18,12 @@ is kept and the type reported as ``"reserved"`` (ble_health.md §2 Policy) [GSS-
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from enum import IntEnum, IntFlag
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from gateway.codecs import datetime as date_time
-from gateway.codecs.errors import DecodeError
+from gateway.codecs.fields import Field, pack, read_fields, uint
 from gateway.codecs.ieee11073 import FLOAT, Encodable, Reading, SpecialValue
 
 UUID = 0x2A1C
@@ -54,23 +53,10 @@ class TemperatureType(IntEnum):
     TYMPANUM = 9  # ear drum
 
 
-class Field(NamedTuple):
-    """One layout row: a field, its size, its decoder and the flag bit announcing it (0 = always)."""
-
-    name: str
-    size: int
-    decode: Callable[[bytes], Any]
-    flag: int = 0
-
-
-def _uint(chunk: bytes) -> int:
-    return int.from_bytes(chunk, "little")
-
-
 LAYOUT = (
     Field("temperature", FLOAT.size, FLOAT.decode),
     Field("timestamp", date_time.SIZE, date_time.decode, Flags.TIME_STAMP),
-    Field("temperature_type", 1, _uint, Flags.TEMPERATURE_TYPE),
+    Field("temperature_type", 1, uint, Flags.TEMPERATURE_TYPE),
 )
 
 
@@ -103,11 +89,11 @@ def encode(
         fields["timestamp"] = date_time.encode(timestamp)
     if temperature_type is not None:
         fields["temperature_type"] = bytes([_type_code(temperature_type)])
-    return _pack(Flags.FAHRENHEIT if unit == "F" else 0, fields, LAYOUT)
+    return pack(Flags.FAHRENHEIT if unit == "F" else 0, fields, LAYOUT)
 
 
 def _decode(payload: bytes, characteristic: str) -> dict[str, Any]:
-    flags, fields = _read_fields(payload, LAYOUT, RFU_FLAGS)
+    flags, fields = read_fields(payload, LAYOUT, RFU_FLAGS)
     temperature: Reading = fields["temperature"]
     result: dict[str, Any] = {"characteristic": characteristic}
     if flags & Flags.FAHRENHEIT:
@@ -148,35 +134,3 @@ def _type_code(temperature_type: int | str) -> int:
     if not 0 <= temperature_type <= 0xFF:
         raise ValueError(f"temperature type code must be 0..255, got {temperature_type}")
     return temperature_type
-
-
-def _read_fields(payload: bytes, layout: tuple[Field, ...], rfu_flags: int) -> tuple[int, dict[str, Any]]:
-    """The walker: flags, then each announced field in table order (ble_health.md §2 Policy)."""
-    if not payload:
-        raise DecodeError("truncated: flags need 1 byte, 0 left")
-    flags = payload[0]
-    if flags & rfu_flags:
-        raise DecodeError(f"reserved flag bits set: {flags & rfu_flags:#04x}")
-    fields: dict[str, Any] = {}
-    offset = 1
-    for field in layout:
-        if field.flag and not flags & field.flag:
-            continue
-        chunk = payload[offset : offset + field.size]
-        if len(chunk) < field.size:
-            unit = "byte" if field.size == 1 else "bytes"
-            raise DecodeError(f"truncated: {field.name} needs {field.size} {unit}, {len(chunk)} left")
-        fields[field.name] = field.decode(chunk)
-        offset += field.size
-    if offset < len(payload):
-        raise DecodeError(f"trailing bytes: {len(payload) - offset}")
-    return flags, fields
-
-
-def _pack(status_flags: int, fields: dict[str, bytes], layout: tuple[Field, ...]) -> bytes:
-    """The walker's inverse: a flag bit for each optional field given, then the fields in table order."""
-    flags = status_flags
-    for field in layout:
-        if field.name in fields:
-            flags |= field.flag
-    return bytes([flags]) + b"".join(fields[field.name] for field in layout if field.name in fields)

@@ -24,13 +24,12 @@ Output for ``0C B036 01 DD00 F406`` (SI, 70 kg, user 1, BMI 22.1, 1.78 m)::
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from decimal import ROUND_HALF_UP, Decimal
 from enum import IntFlag
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from gateway.codecs import datetime as date_time
-from gateway.codecs.errors import DecodeError
+from gateway.codecs.fields import Field, pack, read_fields, uint
 
 UUID = 0x2A9D
 
@@ -57,31 +56,18 @@ class Flags(IntFlag):
 RFU_FLAGS = 0xF0
 
 
-class Field(NamedTuple):
-    """One layout row: a field, its size, its decoder and the flag bit announcing it (0 = always)."""
-
-    name: str
-    size: int
-    decode: Callable[[bytes], Any]
-    flag: int = 0
-
-
-def _uint(chunk: bytes) -> int:
-    return int.from_bytes(chunk, "little")
-
-
 LAYOUT = (
-    Field("weight", 2, _uint),
+    Field("weight", 2, uint),
     Field("timestamp", date_time.SIZE, date_time.decode, Flags.TIME_STAMP),
-    Field("user_id", 1, _uint, Flags.USER_ID),
-    Field("bmi", 2, _uint, Flags.BMI_AND_HEIGHT),
-    Field("height", 2, _uint, Flags.BMI_AND_HEIGHT),
+    Field("user_id", 1, uint, Flags.USER_ID),
+    Field("bmi", 2, uint, Flags.BMI_AND_HEIGHT),
+    Field("height", 2, uint, Flags.BMI_AND_HEIGHT),
 )
 
 
 def decode(payload: bytes) -> dict[str, Any]:
     """Decode a Weight Measurement (0x2A9D) value."""
-    flags, fields = _read_fields(payload, LAYOUT, RFU_FLAGS)
+    flags, fields = read_fields(payload, LAYOUT, RFU_FLAGS)
     imperial = bool(flags & Flags.IMPERIAL)
     raw_weight = fields["weight"]
     unsuccessful = raw_weight == MEASUREMENT_UNSUCCESSFUL
@@ -140,7 +126,7 @@ def encode(
         fields["bmi"] = _raw("BMI", bmi, BMI, 0xFFFF).to_bytes(2, "little")
         raw_height = _raw("height", height, HEIGHT_IN if imperial else HEIGHT_M, 0xFFFF)
         fields["height"] = raw_height.to_bytes(2, "little")
-    return _pack(Flags.IMPERIAL if imperial else 0, fields, LAYOUT)
+    return pack(Flags.IMPERIAL if imperial else 0, fields, LAYOUT)
 
 
 def _scaled(raw: int, resolution: Decimal) -> float:
@@ -159,35 +145,3 @@ def _raw(what: str, value: float, resolution: Decimal, largest: int) -> int:
     if not steps.is_finite() or not Decimal("-0.5") < steps < largest + Decimal("0.5"):
         raise ValueError(f"{what} {value} is out of range 0..{largest * resolution}")
     return int(steps.quantize(Decimal(1), rounding=ROUND_HALF_UP))
-
-
-def _read_fields(payload: bytes, layout: tuple[Field, ...], rfu_flags: int) -> tuple[int, dict[str, Any]]:
-    """The walker: flags, then each announced field in table order (ble_health.md §2 Policy)."""
-    if not payload:
-        raise DecodeError("truncated: flags need 1 byte, 0 left")
-    flags = payload[0]
-    if flags & rfu_flags:
-        raise DecodeError(f"reserved flag bits set: {flags & rfu_flags:#04x}")
-    fields: dict[str, Any] = {}
-    offset = 1
-    for field in layout:
-        if field.flag and not flags & field.flag:
-            continue
-        chunk = payload[offset : offset + field.size]
-        if len(chunk) < field.size:
-            unit = "byte" if field.size == 1 else "bytes"
-            raise DecodeError(f"truncated: {field.name} needs {field.size} {unit}, {len(chunk)} left")
-        fields[field.name] = field.decode(chunk)
-        offset += field.size
-    if offset < len(payload):
-        raise DecodeError(f"trailing bytes: {len(payload) - offset}")
-    return flags, fields
-
-
-def _pack(status_flags: int, fields: dict[str, bytes], layout: tuple[Field, ...]) -> bytes:
-    """The walker's inverse: a flag bit for each optional field given, then the fields in table order."""
-    flags = status_flags
-    for field in layout:
-        if field.name in fields:
-            flags |= field.flag
-    return bytes([flags]) + b"".join(fields[field.name] for field in layout if field.name in fields)

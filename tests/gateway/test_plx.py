@@ -21,64 +21,71 @@ FAST = bytes.fromhex("6000 4A00")  # 96 %, 74 bpm
 SLOW = bytes.fromhex("6200 4600")  # 98 %, 70 bpm
 
 
-@pytest.mark.parametrize("flags", range(0x20))
-def test_spot_check_every_flag_combination(flags: int) -> None:
-    has_time, has_status, has_device_status, has_pai, clock_not_set = (
-        flags >> bit & 1 == 1 for bit in range(5)
-    )
-    payload = (
-        bytes([flags])
-        + SPO2_97_PR_72
-        + (TIME_STAMP if has_time else b"")
-        + (MEASUREMENT_STATUS if has_status else b"")
-        + (DEVICE_STATUS if has_device_status else b"")
-        + (PAI_3_5 if has_pai else b"")
-    )
-    assert plx.decode_spot_check(payload) == {
+STATUS_NAMES = ["validated_data", "measurement_unavailable"]
+
+# Per characteristic: the output with every optional field absent, then (flag bit, the bytes it
+# announces, what they decode to) in payload order. Bit 4 of the spot-check announces no bytes.
+SPOT_CHECK = (
+    plx.decode_spot_check,
+    {
         "characteristic": "plx_spot_check_measurement",
         "spo2_pct": 97.0,
         "pulse_rate_bpm": 72.0,
-        "timestamp": "2024-01-02T12:30:45" if has_time else None,
-        "measurement_status": ["validated_data", "measurement_unavailable"] if has_status else None,
-        "device_and_sensor_status": ["low_perfusion"] if has_device_status else None,
-        "pulse_amplitude_index_pct": 3.5 if has_pai else None,
-        "device_clock_not_set": clock_not_set,
-    }
-
-
-@pytest.mark.parametrize("flags", range(0x20))
-def test_continuous_every_flag_combination(flags: int) -> None:
-    has_fast, has_slow, has_status, has_device_status, has_pai = (bool(flags & 1 << bit) for bit in range(5))
-    payload = (
-        bytes([flags])
-        + SPO2_97_PR_72
-        + (FAST if has_fast else b"")
-        + (SLOW if has_slow else b"")
-        + (MEASUREMENT_STATUS if has_status else b"")
-        + (DEVICE_STATUS if has_device_status else b"")
-        + (PAI_3_5 if has_pai else b"")
-    )
-    assert plx.decode_continuous(payload) == {
+        "timestamp": None,
+        "measurement_status": None,
+        "device_and_sensor_status": None,
+        "pulse_amplitude_index_pct": None,
+        "device_clock_not_set": False,
+    },
+    [
+        (0x01, TIME_STAMP, {"timestamp": "2024-01-02T12:30:45"}),
+        (0x02, MEASUREMENT_STATUS, {"measurement_status": STATUS_NAMES}),
+        (0x04, DEVICE_STATUS, {"device_and_sensor_status": ["low_perfusion"]}),
+        (0x08, PAI_3_5, {"pulse_amplitude_index_pct": 3.5}),
+        (0x10, b"", {"device_clock_not_set": True}),
+    ],
+)
+CONTINUOUS = (
+    plx.decode_continuous,
+    {
         "characteristic": "plx_continuous_measurement",
         "spo2_pct": 97.0,
         "pulse_rate_bpm": 72.0,
-        "spo2_fast_pct": 96.0 if has_fast else None,
-        "pulse_rate_fast_bpm": 74.0 if has_fast else None,
-        "spo2_slow_pct": 98.0 if has_slow else None,
-        "pulse_rate_slow_bpm": 70.0 if has_slow else None,
-        "measurement_status": ["validated_data", "measurement_unavailable"] if has_status else None,
-        "device_and_sensor_status": ["low_perfusion"] if has_device_status else None,
-        "pulse_amplitude_index_pct": 3.5 if has_pai else None,
-    }
+        "spo2_fast_pct": None,
+        "pulse_rate_fast_bpm": None,
+        "spo2_slow_pct": None,
+        "pulse_rate_slow_bpm": None,
+        "measurement_status": None,
+        "device_and_sensor_status": None,
+        "pulse_amplitude_index_pct": None,
+    },
+    [
+        (0x01, FAST, {"spo2_fast_pct": 96.0, "pulse_rate_fast_bpm": 74.0}),
+        (0x02, SLOW, {"spo2_slow_pct": 98.0, "pulse_rate_slow_bpm": 70.0}),
+        (0x04, MEASUREMENT_STATUS, {"measurement_status": STATUS_NAMES}),
+        (0x08, DEVICE_STATUS, {"device_and_sensor_status": ["low_perfusion"]}),
+        (0x10, PAI_3_5, {"pulse_amplitude_index_pct": 3.5}),
+    ],
+)
+
+
+@pytest.mark.parametrize(
+    ("decoder", "absent", "optional"), [SPOT_CHECK, CONTINUOUS], ids=["spot_check", "continuous"]
+)
+@pytest.mark.parametrize("flags", range(0x20))
+def test_every_flag_combination(decoder, absent: dict, optional: list, flags: int) -> None:
+    present = [(data, decoded) for bit, data, decoded in optional if flags & bit]
+    payload = bytes([flags]) + SPO2_97_PR_72 + b"".join(data for data, _ in present)
+    expected = dict(absent)
+    for _, decoded in present:
+        expected |= decoded
+    assert decoder(payload) == expected
 
 
 def test_same_flag_bit_means_different_fields() -> None:
     """Bit 1 is status in spot-check but SpO2PR-Slow in continuous (§8 Note): a copy-paste decoder fails."""
     status_only = b"\x02" + SPO2_97_PR_72 + MEASUREMENT_STATUS
-    assert plx.decode_spot_check(status_only)["measurement_status"] == [
-        "validated_data",
-        "measurement_unavailable",
-    ]
+    assert plx.decode_spot_check(status_only)["measurement_status"] == STATUS_NAMES
     with pytest.raises(DecodeError, match=r"^truncated: pulse_rate_slow_bpm needs 2 bytes, 0 left$"):
         plx.decode_continuous(status_only)
     slow_only = b"\x02" + SPO2_97_PR_72 + SLOW
@@ -145,18 +152,16 @@ def test_special_values_stay_named(special: SpecialValue) -> None:
 
 SPOT_CHECK_FULL = b"\x1f" + SPO2_97_PR_72 + TIME_STAMP + MEASUREMENT_STATUS + DEVICE_STATUS + PAI_3_5
 CONTINUOUS_FULL = b"\x1f" + SPO2_97_PR_72 + FAST + SLOW + MEASUREMENT_STATUS + DEVICE_STATUS + PAI_3_5
+FULL = [(plx.decode_spot_check, SPOT_CHECK_FULL), (plx.decode_continuous, CONTINUOUS_FULL)]
 
 
-@pytest.mark.parametrize("length", range(len(SPOT_CHECK_FULL)))
-def test_spot_check_truncated_at_every_length(length: int) -> None:
+@pytest.mark.parametrize(
+    ("decoder", "payload"),
+    [(decoder, full[:length]) for decoder, full in FULL for length in range(len(full))],
+)
+def test_truncated_at_every_length(decoder, payload: bytes) -> None:
     with pytest.raises(DecodeError, match=r"^truncated: "):
-        plx.decode_spot_check(SPOT_CHECK_FULL[:length])
-
-
-@pytest.mark.parametrize("length", range(len(CONTINUOUS_FULL)))
-def test_continuous_truncated_at_every_length(length: int) -> None:
-    with pytest.raises(DecodeError, match=r"^truncated: "):
-        plx.decode_continuous(CONTINUOUS_FULL[:length])
+        decoder(payload)
 
 
 @pytest.mark.parametrize(

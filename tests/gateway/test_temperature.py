@@ -50,23 +50,14 @@ def test_every_flag_combination(fahrenheit: bool, has_time: bool, has_type: bool
 
 
 @pytest.mark.parametrize("special", list(SpecialValue))
-def test_special_value_in_celsius(special: SpecialValue) -> None:
-    assert temperature.decode(b"\x00" + temperature.FLOAT.encode(special)) == {
+@pytest.mark.parametrize("fahrenheit", [False, True])
+def test_special_value_stays_named(special: SpecialValue, fahrenheit: bool) -> None:
+    """A special value is not converted: a °F device gets the same name in both keys (§5)."""
+    device = {"device_unit": "F", "device_value": special} if fahrenheit else {"device_unit": "C"}
+    assert temperature.decode(bytes([fahrenheit]) + temperature.FLOAT.encode(special)) == {
         "characteristic": "temperature_measurement",
         "temperature_c": special,
-        "device_unit": "C",
-        "timestamp": None,
-        "temperature_type": None,
-    }
-
-
-@pytest.mark.parametrize("special", list(SpecialValue))
-def test_special_value_in_fahrenheit(special: SpecialValue) -> None:
-    assert temperature.decode(b"\x01" + temperature.FLOAT.encode(special)) == {
-        "characteristic": "temperature_measurement",
-        "temperature_c": special,
-        "device_unit": "F",
-        "device_value": special,
+        **device,
         "timestamp": None,
         "temperature_type": None,
     }
