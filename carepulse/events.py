@@ -125,6 +125,7 @@ class ObservationSet(ResidentEvent):
     consciousness: Consciousness | None = None
     temperature: Measurement | None = None
     contributing_event_ids: list[uuid.UUID] = Field(default_factory=list)
+    late: bool = Field(default=False, description="Readings that arrived after the allowed lateness, scored on their own.")
 
 
 class News2Scored(ResidentEvent):
@@ -142,6 +143,7 @@ class News2Scored(ResidentEvent):
     monitoring_interval_minutes: int | None = None
     response: str | None = None
     rules_version: str
+    late: bool = False
 
 
 class Scale2Prescription(BaseModel):
@@ -321,7 +323,7 @@ class DeadLetter(Event):
     event_type: Literal["dead_letter"] = "dead_letter"
     location_id: Identifier | None = None  # type: ignore[assignment]  # unknown when the payload is unreadable
     reason: str
-    stage: str = Field(description="Which component rejected it, e.g. 'worker.news2'.")
+    stage: str = Field(description="Which component rejected it, e.g. 'worker.resident'.")
     original_topic: str
     original_key: str | None = None
     original_payload: str = Field(description="The rejected payload, UTF-8 (undecodable bytes as \\x escapes).")

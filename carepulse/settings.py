@@ -41,6 +41,11 @@ class Settings(BaseSettings):
         "end-offset under-reporting). Turn off on Apache Kafka for throughput.",
     )
 
+    escalation_rules_path: Path | None = Field(
+        default=None,
+        description="An alternative escalation rules file (same layout as indicators/config/escalation.toml), "
+        "e.g. with deadlines of seconds for tests. Unset: the packaged, versioned rules.",
+    )
     worker_id: str = Field(default="carepulse-worker", description="Faust application id (consumer group).")
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
     gateway_id: str = Field(default="gw-demo-1", description="Identity of this edge gateway in event sources.")

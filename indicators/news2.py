@@ -57,7 +57,9 @@ __all__ = [
     "ObservationSet",
     "Risk",
     "encode_consciousness",
+    "response_for",
     "risk_for",
+    "risk_lower_bound",
     "score",
     "score_batch",
     "score_parameter",
@@ -592,6 +594,23 @@ def risk_for(parameter_scores: Mapping[str, int]) -> Risk:
     return _risk_by_precedence(
         _RULES.risk_rules, sum(parameter_scores.values()), 3 in parameter_scores.values()
     )
+
+
+def risk_lower_bound(parameter_scores: Mapping[str, int]) -> Risk:
+    """The risk the parameters of an incomplete set already guarantee.
+
+    Parameter scores only add up, and Chart 2's risk only rises with the total and with a single 3
+    (news2.md §3), so the complete set's risk can only be this or worse. It lets a single 3 escalate
+    before the set is complete.
+    """
+    if any(not 0 <= points <= 3 for points in parameter_scores.values()):
+        raise ValueError(f"parameter scores are 0 to 3 [C1]; got {dict(parameter_scores)}")
+    return _risk_by_precedence(_RULES.risk_rules, sum(parameter_scores.values()), 3 in parameter_scores.values())
+
+
+def response_for(risk: Risk) -> str:
+    """The Chart 4 clinical response for a risk band [C4] (for ``low``, that of a total of 0)."""
+    return next(outcome.response for _, outcome in sorted(_RULES.outcomes.items()) if outcome.risk == risk)
 
 
 # ---------------------------------------------------------------------------------------------------

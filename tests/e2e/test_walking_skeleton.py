@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import timedelta
 
 import pytest
 
@@ -35,7 +37,7 @@ def test_red_observation_set_raises_one_high_escalation(broker, worker):
     escalations = _for_resident(values, events.Escalation, resident)
     assert len(escalations) == 1, worker.log()[-3000:]
     escalation = escalations[0]
-    assert (escalation.risk, escalation.total, escalation.any_single_3) == ("high", 15, True)
+    assert (escalation.status, escalation.risk, escalation.total, escalation.any_single_3) == ("raised", "high", 15, True)
     assert escalation.occurred_at == red.occurred_at and escalation.location_id == red.location_id
 
     scores = _for_resident(
@@ -54,7 +56,7 @@ def test_red_observation_set_raises_one_high_escalation(broker, worker):
 @pytest.mark.parametrize(
     ("payload", "reason_part"),
     [
-        (b"\x00\xffnot json at all", "invalid observation set"),
+        (b"\x00\xffnot json at all", "invalid event"),
         (json.dumps({"event_type": "observation_set", "pulse": "fast"}).encode(), "pulse"),
     ],
 )
@@ -65,7 +67,7 @@ def test_garbage_goes_to_dead_letters_with_reason(broker, worker, payload, reaso
                         until=lambda vs: any(getattr(e, "original_payload", None) == original for e in parse_all(vs)))
     letters = [e for e in parse_all(values) if e.original_payload == original]
     assert len(letters) == 1, worker.log()[-3000:]
-    assert letters[0].stage == "worker.news2"
+    assert letters[0].stage == "worker.resident"
     assert letters[0].original_topic == topics.OBSERVATION_SETS.name
     assert reason_part in letters[0].reason
 
@@ -86,24 +88,31 @@ def test_impossible_vitals_are_dead_lettered_not_scored(broker, worker):
 
 def test_restarted_worker_does_not_re_emit_escalations(broker, tmp_path):
     resident = unique_resident()
-    first = observation_set(resident, **RED_VITALS)
+    red = observation_set(resident, **RED_VITALS)
     worker = WorkerProcess(broker.bootstrap, tmp_path / "worker-1.log", worker_id="e2e-restart").start()
-    produce(broker.bootstrap, topics.OBSERVATION_SETS.name, [(resident.encode(), events.to_json(first))])
+    produce(broker.bootstrap, topics.OBSERVATION_SETS.name, [(resident.encode(), events.to_json(red))])
     read_topic(broker.bootstrap, topics.ESCALATIONS.name, timeout_s=90,
                until=lambda vs: bool(_for_resident(vs, events.Escalation, resident)))
     assert worker.stop() == 0
 
-    # The same set again (a gateway replay) and a new one, to a fresh worker process.
-    second = observation_set(resident, **RED_VITALS, occurred_at=first.occurred_at.replace(hour=10))
+    # The same set again (a gateway replay) and an acknowledgement, to a fresh worker process: the
+    # episode it restored from the changelog is acknowledged, and nothing is raised a second time.
+    acknowledgement = events.EscalationAcknowledgement(
+        event_id=uuid.uuid4(), occurred_at=red.occurred_at + timedelta(minutes=5),
+        received_at=red.occurred_at + timedelta(minutes=5), source=red.source, location_id=red.location_id,
+        resident_id=resident, acknowledged_by="nurse-7", action="called 999",
+    )
     restarted = WorkerProcess(broker.bootstrap, tmp_path / "worker-2.log", worker_id="e2e-restart").start()
     try:
-        produce(broker.bootstrap, topics.OBSERVATION_SETS.name,
-                [(resident.encode(), events.to_json(first)), (resident.encode(), events.to_json(second))])
+        produce(broker.bootstrap, topics.OBSERVATION_SETS.name, [(resident.encode(), events.to_json(red))])
+        produce(broker.bootstrap, topics.CLINICAL_ACTIONS.name, [(resident.encode(), events.to_json(acknowledgement))])
         values = read_topic(
             broker.bootstrap, topics.ESCALATIONS.name, timeout_s=90, settle_s=3,
-            until=lambda vs: any(e.score_event_id == events.derived_event_id("news2-score", second.event_id)
-                                 for e in _for_resident(vs, events.Escalation, resident)))
+            until=lambda vs: any(e.status == "acknowledged" for e in _for_resident(vs, events.Escalation, resident)))
     finally:
         restarted.stop()
     escalations = _for_resident(values, events.Escalation, resident)
-    assert sorted(e.occurred_at.hour for e in escalations) == [9, 10], restarted.log()[-3000:]
+    assert [(e.status, e.risk, e.acknowledged_by) for e in escalations] == [
+        ("raised", "high", None), ("acknowledged", "high", "nurse-7")
+    ], restarted.log()[-3000:]
+    assert escalations[0].episode_id == escalations[1].episode_id
