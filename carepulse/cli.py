@@ -82,6 +82,100 @@ def worker() -> None:
     Worker(app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
 
 
+gateway_cli = typer.Typer(
+    help="The edge gateway: BLE devices, the tablet intake API and store-and-forward publishing. "
+    "Without a subcommand it runs the gateway.",
+    no_args_is_help=False,
+)
+cli.add_typer(gateway_cli, name="gateway")
+
+
+@gateway_cli.callback(invoke_without_command=True)
+def gateway_run(
+    context: typer.Context,
+    simulate: Annotated[
+        bool, typer.Option("--simulate/--no-simulate", help="Drive the emulated care home (virtual BLE transport only).")
+    ] = True,
+) -> None:
+    """Run the gateway until Ctrl-C (CAREPULSE_BLE_TRANSPORT picks the BLE controller; 'virtual' = emulated home)."""
+    if context.invoked_subcommand is not None:
+        return
+    from gateway.service import run_gateway
+
+    settings = Settings()
+    _logging(settings)
+    raise typer.Exit(run_gateway(settings, simulate=simulate))
+
+
+def _registry(settings: Settings):
+    from gateway.registry import Registry
+
+    return Registry(settings.data_dir / "gateway" / "registry.sqlite")
+
+
+@gateway_cli.command("add-resident")
+def gateway_add_resident(
+    resident_id: Annotated[str, typer.Argument(help="Pseudonymous resident id.")],
+    location_id: Annotated[str, typer.Argument(help="Location (care home) id.")],
+) -> None:
+    """Register a resident at a location served by this gateway."""
+    from gateway.registry import RegistryError
+
+    try:
+        _registry(Settings()).add_resident(resident_id, location_id)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"resident {resident_id} registered at {location_id}")
+
+
+@gateway_cli.command("provision-device")
+def gateway_provision_device(
+    address: Annotated[str, typer.Argument(help="Bluetooth address, e.g. AA:BB:CC:DD:EE:FF.")],
+    kind: Annotated[str, typer.Option(help="pulse_oximeter, blood_pressure, thermometer, heart_rate, weight_scale, "
+                                           "fall_pendant, call_bell or smart_cup.")],
+    location: Annotated[str, typer.Option(help="Location id.")],
+    resident: Annotated[Optional[str], typer.Option(help="Resident the device belongs to, if any.")] = None,
+    bthome_key: Annotated[Optional[str], typer.Option(help="BTHome bind key, 32 hex digits.")] = None,
+) -> None:
+    """Map a device to a resident and location (and its BTHome key)."""
+    from gateway.registry import RegistryError
+
+    try:
+        key = bytes.fromhex(bthome_key) if bthome_key else None
+        device = _registry(Settings()).provision_device(address, kind=kind, location_id=location, resident_id=resident,
+                                                        bthome_key=key)
+    except (RegistryError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"device {device.address} ({device.kind}) provisioned at {device.location_id}")
+
+
+@gateway_cli.command("provision-tablet")
+def gateway_provision_tablet(
+    tablet_id: Annotated[str, typer.Argument(help="Tablet id.")],
+    location: Annotated[str, typer.Option(help="Location id.")],
+) -> None:
+    """Issue an intake API token for a carer's tablet (shown once; only its hash is stored)."""
+    from gateway.registry import RegistryError
+
+    try:
+        token = _registry(Settings()).provision_tablet(tablet_id, location)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(token)
+
+
+@gateway_cli.command("revoke-tablet")
+def gateway_revoke_tablet(tablet_id: Annotated[str, typer.Argument(help="Tablet id.")]) -> None:
+    """Revoke a tablet's intake token."""
+    from gateway.registry import RegistryError
+
+    try:
+        _registry(Settings()).revoke_tablet(tablet_id)
+    except RegistryError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"tablet {tablet_id} revoked")
+
+
 @cli.command()
 def demo(
     duration: Annotated[
