@@ -1,30 +1,30 @@
-"""``carepulse demo``: the embedded broker, a worker, a simulated care home publishing through the
-gateway's store-and-forward producer, and a live view of escalations and dead letters.
+"""``carepulse demo``: the embedded broker, a worker, the gateway with a simulated care home (emulated
+Bluetooth devices on a virtual link, and the carers' tablet entries through the gateway's intake API),
+and a live view of escalations and dead letters.
 
-One process tree: the broker and the worker are child processes that die with the demo; Ctrl-C
-stops everything in order (simulator, gateway drain, worker, broker).
+One process tree: the broker, the worker and the gateway are child processes that die with the demo;
+Ctrl-C stops everything in order (gateway, which keeps unsent readings in its buffer, worker, broker).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
 import threading
 import time
+import uuid
 from datetime import datetime, timezone
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 
 from carepulse import events, topics
 from carepulse.broker import BrokerError, EmbeddedBroker, ensure_topics, wait_until_ready
 from carepulse.processes import spawn, stop
 from carepulse.settings import Settings
 from carepulse.simulation import CareHome
-from gateway.buffer import DurableBuffer
-from gateway.publisher import Publisher
 
-OBSERVATION_INTERVAL_S = 3.0
 
 
 def say(message: str) -> None:
@@ -51,35 +51,41 @@ def run_demo(settings: Settings, duration_s: float | None = None) -> int:
         return 2
     ensure_topics(settings.bootstrap, settings.topic_partitions)
     worker = spawn([sys.executable, "-m", "carepulse", "worker"], log_path=run_dir / "worker.log")
-    publisher = Publisher(settings.bootstrap, DurableBuffer(run_dir / "gateway-buffer.sqlite")).start()
+    gateway = spawn(
+        [sys.executable, "-m", "carepulse", "gateway", "--simulate"],
+        log_path=run_dir / "gateway.log",
+        env={**os.environ, "CAREPULSE_DATA_DIR": str(run_dir), "CAREPULSE_BLE_TRANSPORT": "virtual"},
+    )
     home = CareHome(gateway_id=settings.gateway_id)
 
     say("carepulse demo is running")
     say(f"  broker    {settings.bootstrap} ({'embedded Tansu, in memory' if broker else 'external'})")
-    say(f"  care home {home.location_id}: {len(home.residents)} residents; {home.residents[0].resident_id} "
-        "is deteriorating and should turn red within a minute")
-    say("  pipeline  gateway -> observation-sets -> worker -> news2-scores, escalations; rejected input -> dead-letters")
-    say("  watch     carepulse tail escalations | news2-scores | dead-letters   (in another terminal)")
-    say(f"  logs      {run_dir}/broker.log, worker.log")
+    say(f"  care home {home.location_id}: {len(home.residents)} residents with emulated Bluetooth oximeters, "
+        "BP cuffs and thermometers; carers' entries through the tablet intake")
+    say(f"            {home.residents[0].resident_id} is deteriorating and should turn red within a minute")
+    say(f"  gateway   tablet intake API http://{settings.gateway_host}:{settings.gateway_port}/docs")
+    say("  pipeline  devices -> gateway -> readings -> worker (NEWS2 sets, escalations) -> news2-scores, escalations;")
+    say("            rejected input -> dead-letters")
+    say("  watch     .venv/bin/carepulse tail escalations | news2-scores | observation-sets | dead-letters")
+    say(f"  logs      {run_dir}/broker.log, worker.log, gateway.log")
     say("Ctrl-C to stop.\n")
 
     watcher = threading.Thread(target=_watch, args=(settings, started, stopping), daemon=True)
     watcher.start()
-    _publish_rejected_example(publisher, home)
+    _publish_rejected_example(settings, home)
     try:
         while not stopping.is_set():
             if duration_s is not None and time.monotonic() - started >= duration_s:
                 break
-            if worker.poll() is not None:
-                say(f"carepulse: the worker exited with status {worker.returncode}; see {run_dir}/worker.log")
-                return 1
-            for observation in home.observe(datetime.now(timezone.utc)):
-                publisher.publish(topics.OBSERVATION_SETS, observation.resident_id, observation)
-            stopping.wait(OBSERVATION_INTERVAL_S)
+            for name, process in (("worker", worker), ("gateway", gateway)):
+                if process.poll() is not None:
+                    say(f"carepulse: the {name} exited with status {process.returncode}; see {run_dir}/{name}.log")
+                    return 1
+            stopping.wait(0.5)
     finally:
         say("\nstopping: gateway, worker, broker ...")
         stopping.set()
-        publisher.stop()
+        stop(gateway, signal.SIGTERM, timeout_s=15)
         stop(worker, signal.SIGTERM, timeout_s=15)
         if broker is not None:
             broker.stop()
@@ -87,11 +93,19 @@ def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     return 0
 
 
-def _publish_rejected_example(publisher: Publisher, home: CareHome) -> None:
+def _publish_rejected_example(settings: Settings, home: CareHome) -> None:
     """One physiologically impossible reading (SpO2 104 %), to show that it is rejected, not scored."""
     now = datetime.now(timezone.utc)
-    sample = home.observe(now)[-1].model_copy(update={"spo2": 104})
-    publisher.publish(topics.OBSERVATION_SETS, sample.resident_id, sample)
+    resident = home.residents[-1].resident_id
+    impossible = events.ManualObservation(
+        event_id=uuid.uuid4(), occurred_at=now, received_at=now,
+        source=events.Source(gateway_id=settings.gateway_id, device_id="demo-bad-entry"),
+        location_id=home.location_id, resident_id=resident, recorded_by="demo", spo2=104,
+    )
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all")
+    producer.send(topics.READINGS.name, key=resident.encode(), value=events.to_json(impossible))
+    producer.flush()
+    producer.close()
 
 
 def _watch(settings: Settings, started: float, stopping: threading.Event) -> None:
@@ -115,11 +129,15 @@ def _watch(settings: Settings, started: float, stopping: threading.Event) -> Non
                 seen.add(str(event.event_id))
                 if isinstance(event, events.Escalation):
                     colour = "RED" if event.risk == "high" else "AMBER"
-                    say(f"[{elapsed:6.1f} s] {colour} escalation ({event.risk}, NEWS2 {event.total}) for "
+                    total = f"NEWS2 {event.total}" if event.total is not None else "set still incomplete"
+                    say(f"[{elapsed:6.1f} s] {colour} escalation {event.status} ({event.risk}, {total}) for "
                         f"{event.resident_id} at {event.location_id}: {event.response}")
                     if event.risk == "high" and first_high:
                         first_high = False
                         say(f"           first red escalation {elapsed:.1f} s after the demo started")
+                elif isinstance(event, events.EscalationOverdue):
+                    say(f"[{elapsed:6.1f} s] OVERDUE: the {event.risk} escalation for {event.resident_id} was not "
+                        f"acknowledged by {event.deadline_at:%H:%M:%S}")
                 elif isinstance(event, events.DeadLetter):
                     say(f"[{elapsed:6.1f} s] dead letter from {event.stage}: {event.reason}")
     finally:
