@@ -1,0 +1,584 @@
+"""Care-quality indicators, pure: numerator, denominator, window and RAG for each indicator of cqc_domain.md §2.2.
+
+Every window, minimum denominator, threshold and parameter lives in ``indicators/config/quality.toml`` next
+to its source (S or P, cqc_domain.md §0 point 3); this module names the rules and applies them. It reads
+that file once (``packaged_rules``), does no other I/O and reads no clock: windows are passed in.
+
+Common rules (cqc_domain.md §2.1):
+
+- Below an indicator's minimum denominator the status is ``insufficient_data``, never a colour, and a zero
+  denominator has no value at all.
+- Occupied bed days are midnight censuses in the home's local time (``CARE_TZ``); a day in hospital is not
+  an occupied bed day.
+- A "red event" (e.g. a severe fall, §2.2 row 2) turns a sufficient indicator red whatever its rate.
+
+Percentiles use the nearest-rank method: the p-th percentile of n sorted values is the value at rank
+ceil(p/100 · n) (1-based), so it is always an observed value; the median is the 50th percentile, i.e. the
+lower middle value when n is even.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import tomllib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+#: Care homes and homecare agencies in England: censuses and "23:00 the same day" are local time.
+CARE_TZ = ZoneInfo("Europe/London")
+
+INDICATOR_IDS = (
+    "falls_rate",
+    "falls_with_harm_rate",
+    "hydration_days_met",
+    "hydration_consumed_vs_offered",
+    "call_bell_response",
+    "escalation_timeliness",
+    "observation_compliance",
+    "missed_visits",
+    "late_visits",
+    "missed_medication_doses",
+)
+
+#: Parameters each indicator needs beyond its thresholds (names carry units).
+REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
+    "call_bell_response": ("target_s", "green_median_s_at_most", "green_p90_s_at_most", "red_p90_s_above",
+                           "exception_s"),
+    "observation_compliance": ("episode_close_after_s",),
+    "missed_visits": ("end_of_day_s",),
+    "late_visits": ("late_s", "delayed_band_s"),
+    "missed_medication_doses": ("time_critical_late_s",),
+}
+
+_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
+#: Which comparisons each colour may use, per improvement direction.
+_DIRECTION_OPS = {
+    "lower_is_better": ({"<", "<="}, {">", ">="}),
+    "higher_is_better": ({">", ">="}, {"<", "<="}),
+}
+#: LFPSE harm levels counted as "with harm" (cqc_domain.md §2.2 row 2, [F5]) and those that are red events.
+HARM_LEVELS = ("low", "moderate", "severe", "fatal")
+RED_EVENT_HARM_LEVELS = ("severe", "fatal")
+#: eMAR reason codes that explain a dose not given (cqc_domain.md §2.2 row 11, [M3]).
+VALID_DOSE_REASONS = ("refused", "withheld_by_clinician", "not_required", "in_hospital")
+
+
+class Rag(StrEnum):
+    GREEN = "green"
+    AMBER = "amber"
+    RED = "red"
+    INSUFFICIENT_DATA = "insufficient_data"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    op: str
+    value: float
+    source: str
+    proposal: bool
+
+    def met_by(self, value: float) -> bool:
+        return _OPS[self.op](value, self.value)
+
+
+@dataclass(frozen=True)
+class IndicatorRules:
+    indicator_id: str
+    title: str
+    unit: str
+    numerator: str
+    denominator: str
+    direction: str
+    window_days: int
+    minimum_denominator: float
+    green: Threshold
+    red: Threshold
+    parameters: dict[str, float] = field(default_factory=dict)
+    small_home_window_days: int | None = None
+    small_home_beds_below: int | None = None
+
+    def window_days_for(self, beds: int | None) -> int:
+        """The window; the small-home window when the home has fewer beds than the limit (§2.1)."""
+        if self.small_home_window_days is not None and beds is not None and beds < self.small_home_beds_below:
+            return self.small_home_window_days
+        return self.window_days
+
+
+@dataclass(frozen=True)
+class QualityRules:
+    version: str
+    indicators: dict[str, IndicatorRules]
+    default_target_ml: dict[str, int]
+
+    def __getitem__(self, indicator_id: str) -> IndicatorRules:
+        return self.indicators[indicator_id]
+
+
+def _setting(where: str, entry: object) -> dict:
+    if not isinstance(entry, dict) or not isinstance(entry.get("source"), str) or not entry["source"].strip():
+        raise ValueError(f"quality rules: {where} has no source; every threshold and setting must cite one.")
+    if not isinstance(entry.get("proposal"), bool):
+        raise ValueError(f"quality rules: {where} must say proposal = true or false.")
+    value = entry.get("value")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+        raise ValueError(f"quality rules: {where} must have a non-negative number as its value.")
+    return entry
+
+
+def _threshold(where: str, entry: object) -> Threshold:
+    entry = _setting(where, entry)
+    if entry.get("op") not in _OPS:
+        raise ValueError(f"quality rules: {where}.op must be one of {', '.join(_OPS)}.")
+    return Threshold(op=entry["op"], value=float(entry["value"]), source=entry["source"], proposal=entry["proposal"])
+
+
+def _indicator(indicator_id: str, table: object) -> IndicatorRules:
+    if not isinstance(table, dict):
+        raise ValueError(f"quality rules: indicator {indicator_id} is missing.")
+    for text in ("title", "unit", "numerator", "denominator"):
+        if not isinstance(table.get(text), str) or not table[text].strip():
+            raise ValueError(f"quality rules: {indicator_id}.{text} must be a description.")
+    direction = table.get("direction")
+    if direction not in _DIRECTION_OPS:
+        raise ValueError(f"quality rules: {indicator_id}.direction must be lower_is_better or higher_is_better.")
+    window = _setting(f"{indicator_id}.window_days", table.get("window_days"))
+    minimum = _setting(f"{indicator_id}.minimum_denominator", table.get("minimum_denominator"))
+    green = _threshold(f"{indicator_id}.green", table.get("green"))
+    red = _threshold(f"{indicator_id}.red", table.get("red"))
+    green_ops, red_ops = _DIRECTION_OPS[direction]
+    ordered = green.value <= red.value if direction == "lower_is_better" else green.value >= red.value
+    if green.op not in green_ops or red.op not in red_ops or not ordered:
+        raise ValueError(
+            f"quality rules: {indicator_id} thresholds are not ordered for {direction}: "
+            f"green is {green.op} {green.value:g} and red is {red.op} {red.value:g}.")
+    parameters = {name: _setting(f"{indicator_id}.parameters.{name}", entry)["value"]
+                  for name, entry in table.get("parameters", {}).items()}
+    missing = [name for name in REQUIRED_PARAMETERS.get(indicator_id, ()) if name not in parameters]
+    if missing:
+        raise ValueError(f"quality rules: {indicator_id}.parameters is missing {', '.join(missing)}.")
+    small_home = table.get("small_home_window_days")
+    if small_home is not None:
+        _setting(f"{indicator_id}.small_home_window_days", small_home)
+        if not isinstance(small_home.get("beds_below"), int):
+            raise ValueError(f"quality rules: {indicator_id}.small_home_window_days needs beds_below, a whole number.")
+    return IndicatorRules(
+        indicator_id=indicator_id,
+        title=table["title"],
+        unit=table["unit"],
+        numerator=table["numerator"],
+        denominator=table["denominator"],
+        direction=direction,
+        window_days=int(window["value"]),
+        minimum_denominator=minimum["value"],
+        green=green,
+        red=red,
+        parameters=parameters,
+        small_home_window_days=int(small_home["value"]) if small_home else None,
+        small_home_beds_below=small_home["beds_below"] if small_home else None,
+    )
+
+
+def load_rules(path: Path | None = None) -> QualityRules:
+    """The packaged rules, or another file with the same layout; a broken file is refused with a sentence."""
+    text = path.read_text() if path else resources.files("indicators").joinpath("config/quality.toml").read_text()
+    config = tomllib.loads(text)
+    if not isinstance(config.get("rules_version"), str):
+        raise ValueError("quality rules: rules_version is missing.")
+    tables = config.get("indicators", {})
+    unknown = sorted(set(tables) - set(INDICATOR_IDS))
+    if unknown:
+        raise ValueError(f"quality rules: unknown indicator {', '.join(unknown)}.")
+    indicators = {indicator_id: _indicator(indicator_id, tables.get(indicator_id)) for indicator_id in INDICATOR_IDS}
+    targets = tables["hydration_days_met"].get("default_target_ml", {})
+    if set(targets) != {"female", "male"}:
+        raise ValueError("quality rules: hydration_days_met.default_target_ml needs female and male.")
+    default_target_ml = {sex: int(_setting(f"hydration_days_met.default_target_ml.{sex}", entry)["value"])
+                         for sex, entry in targets.items()}
+    return QualityRules(version=config["rules_version"], indicators=indicators, default_target_ml=default_target_ml)
+
+
+@cache
+def packaged_rules() -> QualityRules:
+    """The packaged rules, read once."""
+    return load_rules()
+
+
+@dataclass(frozen=True)
+class IndicatorValue:
+    indicator_id: str
+    location_id: str
+    window_start: datetime
+    window_end: datetime
+    numerator: float
+    denominator: float
+    value: float | None
+    status: Rag
+    rules_version: str
+    details: dict = field(default_factory=dict)
+
+
+def rag(value: float | None, denominator: float, indicator: IndicatorRules, *, red_events: int = 0) -> Rag:
+    """The RAG status: insufficient data below the minimum denominator (§2.1), red on any red event."""
+    if value is None or denominator < indicator.minimum_denominator:
+        return Rag.INSUFFICIENT_DATA
+    if red_events or indicator.red.met_by(value):
+        return Rag.RED
+    return Rag.GREEN if indicator.green.met_by(value) else Rag.AMBER
+
+
+def _result(indicator_id: str, location_id: str, window_start: datetime, window_end: datetime,
+            numerator: float, denominator: float, scale: float, rules: QualityRules, details: dict,
+            red_events: int = 0) -> IndicatorValue:
+    value = numerator / denominator * scale if denominator else None
+    return IndicatorValue(
+        indicator_id=indicator_id, location_id=location_id, window_start=window_start, window_end=window_end,
+        numerator=numerator, denominator=denominator, value=value,
+        status=rag(value, denominator, rules[indicator_id], red_events=red_events),
+        rules_version=rules.version, details=details,
+    )
+
+
+# --- building blocks -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stay:
+    """A resident in a bed from `start` until `end` (None: still there); a hospital stay ends it (§2.1)."""
+
+    resident_id: str
+    start: datetime
+    end: datetime | None
+
+
+def stays_from_statuses(resident_id: str, changes: Iterable[tuple[datetime, str]]) -> list[Stay]:
+    """Stays from a resident's status changes (admitted / in_hospital / discharged), in any order."""
+    stays: list[Stay] = []
+    start: datetime | None = None
+    for at, status in sorted(changes):
+        if status == "admitted" and start is None:
+            start = at
+        elif status != "admitted" and start is not None:
+            stays.append(Stay(resident_id, start, at))
+            start = None
+    if start is not None:
+        stays.append(Stay(resident_id, start, None))
+    return stays
+
+
+def local_midnight(day: date) -> datetime:
+    return datetime.combine(day, time(0), tzinfo=CARE_TZ)
+
+
+def census_midnights(window_start: datetime, window_end: datetime) -> list[datetime]:
+    """Local midnights t with window_start <= t < window_end (23- and 25-hour days included)."""
+    day = window_start.astimezone(CARE_TZ).date()
+    midnights = []
+    while (t := local_midnight(day)) < window_end:
+        if t >= window_start:
+            midnights.append(t)
+        day += timedelta(days=1)
+    return midnights
+
+
+def occupied_bed_days(stays: Iterable[Stay], window_start: datetime, window_end: datetime) -> int:
+    """Occupied bed days: residents in a bed at each midnight census in the window (cqc_domain.md §2.1).
+
+    A stay covers a census when start <= midnight < end: a resident admitted and discharged on the same
+    day is never counted; one admitted at 23:00 and discharged the next morning is counted once.
+    """
+    midnights = census_midnights(window_start, window_end)
+    return sum(1 for stay in stays for t in midnights if stay.start <= t and (stay.end is None or t < stay.end))
+
+
+def percentile_nearest_rank(values: Sequence[float], pct: float) -> float:
+    """The nearest-rank percentile (see module docstring); values need not be sorted."""
+    if not values:
+        raise ValueError("A percentile of no values is undefined.")
+    if not 0 < pct <= 100:
+        raise ValueError("A nearest-rank percentile must be above 0 and at most 100.")
+    return sorted(values)[math.ceil(pct / 100 * len(values)) - 1]
+
+
+def daily_fluid_target_ml(care_plan_target_ml: int | None, sex: str | None, rules: QualityRules) -> int | None:
+    """The care-plan target, else the ESPEN default for the resident's sex [H1–H3]; None when neither is known."""
+    if care_plan_target_ml is not None:
+        return care_plan_target_ml
+    return rules.default_target_ml.get(sex) if sex else None
+
+
+@dataclass(frozen=True)
+class ResidentDay:
+    """One resident's drinks on one local day spent wholly in a bed (cqc_domain.md §2.2 rows 4–5)."""
+
+    resident_id: str
+    day: date
+    consumed_ml: float
+    offered_ml: float
+    target_ml: int
+
+
+def resident_days_meeting_target(days: Iterable[ResidentDay]) -> tuple[int, int]:
+    """(resident-days with consumed >= target, resident-days) — §2.2 row 4."""
+    days = list(days)
+    return sum(1 for d in days if d.consumed_ml >= d.target_ml), len(days)
+
+
+class VisitOutcome(StrEnum):
+    DELIVERED = "delivered"
+    MISSED = "missed"
+    CANCELLED_BY_CLIENT = "cancelled_by_client"
+    PENDING = "pending"
+
+
+def visit_deadline(planned_start: datetime, next_planned_start: datetime | None, end_of_day_s: float) -> datetime:
+    """When an undelivered visit becomes missed: 23:00 local that day, or the next planned visit if sooner
+    (cqc_domain.md §2.2 row 9, [V3]). A visit planned after 23:00 has until the end of its day."""
+    day = planned_start.astimezone(CARE_TZ).date()
+    deadline = local_midnight(day) + timedelta(seconds=end_of_day_s)
+    if deadline <= planned_start:
+        deadline = local_midnight(day + timedelta(days=1))
+    return min(deadline, next_planned_start) if next_planned_start else deadline
+
+
+def classify_visit(*, deadline: datetime, checked_in_at: datetime | None, cancelled: bool,
+                   cancelled_by_client_in_advance: bool, as_of: datetime) -> VisitOutcome:
+    """NICE QS123 missed visit (cqc_domain.md §2.2 row 9, [V1][V3]): not checked in before its deadline and
+    not cancelled by the client in advance; a provider cancellation is a missed visit."""
+    if cancelled and cancelled_by_client_in_advance:
+        return VisitOutcome.CANCELLED_BY_CLIENT
+    if checked_in_at is not None and checked_in_at < deadline:
+        return VisitOutcome.DELIVERED
+    if checked_in_at is not None or cancelled or as_of >= deadline:
+        return VisitOutcome.MISSED
+    return VisitOutcome.PENDING
+
+
+@dataclass(frozen=True)
+class ScoredSet:
+    """A NEWS2 result: when, whether complete, its total and the monitoring interval it sets [N1]."""
+
+    at: datetime
+    complete: bool
+    total: int | None
+    interval_min: int | None
+
+
+@dataclass(frozen=True)
+class DueObservation:
+    due_at: datetime
+    taken_at: datetime | None
+
+
+def due_observations(scored: Sequence[ScoredSet], episode_close_after_s: float) -> list[DueObservation]:
+    """Repeat observations due during an active monitoring episode (cqc_domain.md §2.2 row 8).
+
+    A complete set with NEWS2 >= 1 opens or continues the episode; a 0 continues it until
+    `episode_close_after_s` after the last score >= 1. Each complete set in an episode makes the next one
+    due `interval_min` later; a set with no interval (NEWS2 >= 7, continuous monitoring) is treated as
+    escalated and makes none due. `taken_at` is the next complete set, whenever it came.
+    """
+    complete = sorted((s for s in scored if s.complete), key=lambda s: s.at)
+    due: list[DueObservation] = []
+    last_raised_at: datetime | None = None
+    for i, s in enumerate(complete):
+        if s.total:
+            last_raised_at = s.at
+        in_episode = last_raised_at is not None and (s.at - last_raised_at).total_seconds() < episode_close_after_s
+        if in_episode and s.interval_min is not None:
+            taken_at = complete[i + 1].at if i + 1 < len(complete) else None
+            due.append(DueObservation(s.at + timedelta(minutes=s.interval_min), taken_at))
+    return due
+
+
+@dataclass(frozen=True)
+class EscalationTrigger:
+    """One escalation band (raised or upgraded) with its deadline and acknowledgement (§2.2 row 7)."""
+
+    risk: str
+    raised_at: datetime
+    deadline_at: datetime
+    acknowledged_at: datetime | None
+
+
+@dataclass(frozen=True)
+class PlannedVisit:
+    """A roster visit as judged at window end; `lateness_s` is check-in minus planned start."""
+
+    visit_id: str
+    planned_start: datetime
+    outcome: VisitOutcome
+    time_critical: bool
+    lateness_s: float | None
+
+
+@dataclass(frozen=True)
+class Dose:
+    """A scheduled medication task: `outcome` is its eMAR code, or None when nothing was recorded."""
+
+    time_critical: bool
+    outcome: str | None
+    lateness_s: float | None
+
+
+@dataclass(frozen=True)
+class CallResponse:
+    priority: str
+    response_s: float
+
+
+# --- indicators ---------------------------------------------------------------------------------------------
+
+def falls_rate(location_id: str, window_start: datetime, window_end: datetime, *, occupied_bed_days: int,
+               confirmed_falls: int, rules: QualityRules) -> IndicatorValue:
+    """Staff-confirmed falls per 1,000 OBD (cqc_domain.md §2.2 row 1; §2.1 confirmation rule [F7])."""
+    return _result("falls_rate", location_id, window_start, window_end, confirmed_falls, occupied_bed_days,
+                   1000, rules, {})
+
+
+def falls_with_harm_rate(location_id: str, window_start: datetime, window_end: datetime, *, occupied_bed_days: int,
+                         harms: Sequence[str | None], rules: QualityRules) -> IndicatorValue:
+    """Confirmed falls with LFPSE harm low or worse per 1,000 OBD; severe or fatal is a red event (row 2, [F5]).
+
+    `harms` has one entry per confirmed fall (None: not yet graded, counted as no harm)."""
+    with_harm = sum(1 for h in harms if h in HARM_LEVELS)
+    severe_or_fatal = sum(1 for h in harms if h in RED_EVENT_HARM_LEVELS)
+    return _result("falls_with_harm_rate", location_id, window_start, window_end, with_harm, occupied_bed_days,
+                   1000, rules, {"severe_or_fatal_falls": severe_or_fatal}, red_events=severe_or_fatal)
+
+
+def hydration_days_met(location_id: str, window_start: datetime, window_end: datetime, *,
+                       resident_days: Sequence[ResidentDay], rules: QualityRules) -> IndicatorValue:
+    """% of resident-days with drinks consumed >= target (cqc_domain.md §2.2 row 4, targets [H1–H3])."""
+    met, total = resident_days_meeting_target(resident_days)
+    return _result("hydration_days_met", location_id, window_start, window_end, met, total, 100, rules, {})
+
+
+def hydration_consumed_vs_offered(location_id: str, window_start: datetime, window_end: datetime, *,
+                                  resident_days: Sequence[ResidentDay], rules: QualityRules) -> IndicatorValue:
+    """Consumed ÷ offered, mL, as % (row 5); also counts resident-days offered less than the target, a
+    provider failure rather than a resident's [H2]."""
+    consumed_ml = sum(d.consumed_ml for d in resident_days)
+    offered_ml = sum(d.offered_ml for d in resident_days)
+    offered_below_target = sum(1 for d in resident_days if d.offered_ml < d.target_ml)
+    return _result("hydration_consumed_vs_offered", location_id, window_start, window_end, consumed_ml, offered_ml,
+                   100, rules, {"resident_days_offered_below_target": offered_below_target})
+
+
+def _response_summary(response_s: Sequence[float], target_s: float, exception_s: float) -> dict:
+    return {
+        "calls": len(response_s),
+        "within_target": sum(1 for r in response_s if r <= target_s),
+        "median_s": percentile_nearest_rank(response_s, 50) if response_s else None,
+        "p90_s": percentile_nearest_rank(response_s, 90) if response_s else None,
+        "over_exception": sum(1 for r in response_s if r > exception_s),
+    }
+
+
+def call_bell_response(location_id: str, window_start: datetime, window_end: datetime, *,
+                       calls: Sequence[CallResponse], unanswered_calls: int,
+                       rules: QualityRules) -> IndicatorValue:
+    """% of answered calls within 5 min, with median and p90 overall and by priority (cqc_domain.md §2.2 row 6).
+
+    Green also needs median <= 3 min and p90 <= 5 min; a p90 over 10 min is red. Test calls are excluded
+    by the caller. Unanswered calls have no response time and are reported, not counted (open question).
+    """
+    params = rules["call_bell_response"].parameters
+    def summarise(response_s: list[float]) -> dict:
+        return _response_summary(response_s, params["target_s"], params["exception_s"])
+
+    overall = summarise([c.response_s for c in calls])
+    by_priority = {p: summarise([c.response_s for c in calls if c.priority == p])
+                   for p in sorted({c.priority for c in calls})}
+    result = _result("call_bell_response", location_id, window_start, window_end, overall["within_target"],
+                     overall["calls"], 100, rules,
+                     {"median_s": overall["median_s"], "p90_s": overall["p90_s"],
+                      "calls_over_exception": overall["over_exception"], "unanswered_calls": unanswered_calls,
+                      "by_priority": by_priority})
+    if result.status is Rag.INSUFFICIENT_DATA:
+        return result
+    if overall["p90_s"] > params["red_p90_s_above"]:
+        status = Rag.RED
+    elif result.status is Rag.GREEN and (overall["median_s"] > params["green_median_s_at_most"]
+                                         or overall["p90_s"] > params["green_p90_s_at_most"]):
+        status = Rag.AMBER
+    else:
+        status = result.status
+    return replace(result, status=status)
+
+
+def escalation_timeliness(location_id: str, window_start: datetime, window_end: datetime, *,
+                          triggers: Sequence[EscalationTrigger], rules: QualityRules) -> IndicatorValue:
+    """% of escalations raised in the window acknowledged by their deadline (cqc_domain.md §2.2 row 7).
+
+    A trigger still inside its deadline and unacknowledged at window end is pending, not counted; a late
+    high-risk trigger is a red event."""
+    judged = [t for t in triggers if window_start <= t.raised_at < window_end
+              and (t.acknowledged_at is not None or t.deadline_at <= window_end)]
+    late = [t for t in judged if t.acknowledged_at is None or t.acknowledged_at > t.deadline_at]
+    late_high = sum(1 for t in late if t.risk == "high")
+    pending = sum(1 for t in triggers if window_start <= t.raised_at < window_end) - len(judged)
+    return _result("escalation_timeliness", location_id, window_start, window_end, len(judged) - len(late),
+                   len(judged), 100,
+                   rules, {"pending": pending, "late_high": late_high}, red_events=late_high)
+
+
+def observation_compliance(location_id: str, window_start: datetime, window_end: datetime, *,
+                           due: Sequence[DueObservation], complete_sets: int, all_sets: int,
+                           rules: QualityRules) -> IndicatorValue:
+    """% of repeat observations due in the window taken by their due time (cqc_domain.md §2.2 row 8, [N1]);
+    also reports the % of sets in the window that were complete."""
+    counted = [d for d in due if window_start <= d.due_at < window_end]
+    on_time = sum(1 for d in counted if d.taken_at is not None and d.taken_at <= d.due_at)
+    complete_pct = complete_sets / all_sets * 100 if all_sets else None
+    return _result("observation_compliance", location_id, window_start, window_end, on_time, len(counted), 100,
+                   rules, {"complete_sets_pct": complete_pct})
+
+
+def missed_visits(location_id: str, window_start: datetime, window_end: datetime, *,
+                  visits: Sequence[PlannedVisit], rules: QualityRules) -> IndicatorValue:
+    """% of planned visits missed (NICE QS123 [V1], cqc_domain.md §2.2 row 9); client cancellations and
+    visits still pending leave the denominator; a missed time-critical visit is a red event."""
+    judged = [v for v in visits if v.outcome in (VisitOutcome.DELIVERED, VisitOutcome.MISSED)]
+    missed = [v for v in judged if v.outcome is VisitOutcome.MISSED]
+    missed_time_critical = sum(1 for v in missed if v.time_critical)
+    return _result("missed_visits", location_id, window_start, window_end, len(missed), len(judged), 100, rules,
+                   {"cancelled_by_client": sum(1 for v in visits if v.outcome is VisitOutcome.CANCELLED_BY_CLIENT),
+                    "pending": sum(1 for v in visits if v.outcome is VisitOutcome.PENDING),
+                    "missed_time_critical": missed_time_critical},
+                   red_events=missed_time_critical)
+
+
+def late_visits(location_id: str, window_start: datetime, window_end: datetime, *,
+                visits: Sequence[PlannedVisit], rules: QualityRules) -> IndicatorValue:
+    """% of delivered visits checked in > 30 min after the planned start (cqc_domain.md §2.2 row 10, [V5]);
+    the > 15 min "delayed" band [V4] and time-critical visits outside ±30 min [V3] are reported."""
+    params = rules["late_visits"].parameters
+    delivered = [v for v in visits if v.outcome is VisitOutcome.DELIVERED]
+    late = sum(1 for v in delivered if v.lateness_s > params["late_s"])
+    time_critical = [v for v in delivered if v.time_critical]
+    return _result("late_visits", location_id, window_start, window_end, late, len(delivered), 100, rules,
+                   {"over_15_min": sum(1 for v in delivered if v.lateness_s > params["delayed_band_s"]),
+                    "time_critical_delivered": len(time_critical),
+                    "time_critical_outside_30_min": sum(1 for v in time_critical
+                                                         if abs(v.lateness_s) > params["late_s"])})
+
+
+def missed_medication_doses(location_id: str, window_start: datetime, window_end: datetime, *,
+                            doses: Sequence[Dose], rules: QualityRules) -> IndicatorValue:
+    """% of scheduled doses with no administration record and no valid reason (cqc_domain.md §2.2 row 11,
+    [M3]); a missed or > 1 h late time-critical dose is a red event [M1]."""
+    late_s = rules["missed_medication_doses"].parameters["time_critical_late_s"]
+    def is_missed(dose: Dose) -> bool:
+        return dose.outcome != "done" and dose.outcome not in VALID_DOSE_REASONS
+
+    missed = sum(1 for d in doses if is_missed(d))
+    red_events = sum(1 for d in doses if d.time_critical and (
+        is_missed(d) or (d.outcome == "done" and d.lateness_s is not None and d.lateness_s > late_s)))
+    return _result("missed_medication_doses", location_id, window_start, window_end, missed, len(doses), 100,
+                   rules, {"time_critical_red_events": red_events}, red_events=red_events)

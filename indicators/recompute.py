@@ -1,0 +1,223 @@
+"""The batch recomputation oracle: every indicator of cqc_domain.md §2.2 recomputed from an event log.
+
+A plain function over events, independent of the streaming code: it shares only the pure definitions in
+``indicators.quality`` and the event contracts in ``carepulse.events``. Events are deduplicated on
+``event_id`` (at-least-once delivery) and ordered by event time, so duplicates and out-of-order arrival
+change nothing. Events that occurred after ``as_of`` are ignored: the result is the log as of that instant.
+Each indicator's window is ``[as_of - window_days, as_of)``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime, timedelta
+
+from carepulse import events as ev
+from indicators import quality as q
+
+
+def _dedupe(log: Iterable[ev.Event], as_of: datetime) -> list[ev.Event]:
+    unique: dict[str, ev.Event] = {}
+    for event in log:
+        if event.location_id is not None and event.occurred_at < as_of:
+            unique.setdefault(str(event.event_id), event)
+    return sorted(unique.values(), key=lambda e: (e.occurred_at, str(e.event_id)))
+
+
+def _window(indicator: q.IndicatorRules, as_of: datetime, beds: int | None = None) -> tuple[datetime, datetime]:
+    return as_of - timedelta(days=indicator.window_days_for(beds)), as_of
+
+
+def _of(events: list[ev.Event], model: type) -> list:
+    return [e for e in events if isinstance(e, model)]
+
+
+def _confirmed_falls(events: list[ev.Event]) -> list[tuple[datetime, str | None]]:
+    """(time, worst harm) per confirmed fall; a device alert and its confirmation share `alert_id` (§2.1)."""
+    order = (None, "none", *q.HARM_LEVELS)
+    falls: dict[tuple[str, str], tuple[datetime, str | None]] = {}
+    for fall in _of(events, ev.Fall):
+        if not fall.confirmed:
+            continue
+        key = (fall.resident_id, fall.alert_id or str(fall.event_id))
+        at, harm = falls.get(key, (fall.occurred_at, None))
+        falls[key] = (min(at, fall.occurred_at), max(harm, fall.harm, key=order.index))
+    return list(falls.values())
+
+
+def _resident_days(events: list[ev.Event], stays: list[q.Stay], window_start: datetime, window_end: datetime,
+                   rules: q.QualityRules) -> list[q.ResidentDay]:
+    """Local days wholly inside the window that a resident spent wholly in a bed with a known target."""
+    drinks: dict[tuple[str, date], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for intake in _of(events, ev.FluidIntake):
+        totals = drinks[(intake.resident_id, intake.occurred_at.astimezone(q.CARE_TZ).date())]
+        totals[0] += intake.consumed_ml
+        totals[1] += intake.offered_ml
+    records = _of(events, ev.ResidentRecord)
+    midnights = q.census_midnights(window_start, window_end)
+    days = []
+    for day_start, day_end in zip(midnights, midnights[1:]):
+        day = day_start.astimezone(q.CARE_TZ).date()
+        for stay in stays:
+            if not (stay.start <= day_start and (stay.end is None or stay.end >= day_end)):
+                continue
+            known = [r for r in records if r.resident_id == stay.resident_id and r.occurred_at < day_end]
+            target_ml = q.daily_fluid_target_ml(known[-1].fluid_target_ml, known[-1].sex, rules)
+            if target_ml is not None:
+                consumed_ml, offered_ml = drinks.get((stay.resident_id, day), (0.0, 0.0))
+                days.append(q.ResidentDay(stay.resident_id, day, consumed_ml, offered_ml, target_ml))
+    return days
+
+
+def _call_responses(events: list[ev.Event], window_start: datetime, window_end: datetime
+                    ) -> tuple[list[q.CallResponse], int]:
+    raised: dict[str, ev.CallBell] = {}
+    answered: dict[str, datetime] = {}
+    tests: set[str] = set()
+    for bell in _of(events, ev.CallBell):
+        if bell.call_type == "test":
+            tests.add(bell.call_id)
+        elif bell.phase == "raised":
+            raised.setdefault(bell.call_id, bell)
+        else:
+            answered.setdefault(bell.call_id, bell.occurred_at)
+    calls, unanswered = [], 0
+    for call_id, bell in raised.items():
+        if call_id in tests or not window_start <= bell.occurred_at < window_end:
+            continue
+        if call_id in answered:
+            calls.append(q.CallResponse(bell.priority, (answered[call_id] - bell.occurred_at).total_seconds()))
+        else:
+            unanswered += 1
+    return calls, unanswered
+
+
+def _triggers(events: list[ev.Event]) -> list[q.EscalationTrigger]:
+    """One trigger per raised or upgraded band; an acknowledgement carries the band's `raised_at`."""
+    bands: dict[tuple[str, datetime], ev.Escalation] = {}
+    acknowledged: dict[tuple[str, datetime], datetime] = {}
+    for e in _of(events, ev.Escalation):
+        key = (str(e.episode_id), e.raised_at or e.occurred_at)
+        if e.status in ("raised", "upgraded") and e.deadline_at is not None:
+            bands.setdefault(key, e)
+        elif e.status == "acknowledged":
+            acknowledged.setdefault(key, e.acknowledged_at or e.occurred_at)
+    return [q.EscalationTrigger(e.risk, raised_at, e.deadline_at, acknowledged.get((episode_id, raised_at)))
+            for (episode_id, raised_at), e in bands.items()]
+
+
+def _visits(events: list[ev.Event], as_of: datetime, rules: q.QualityRules
+            ) -> list[tuple[q.PlannedVisit, list[q.Dose]]]:
+    """Each planned visit (latest roster version) judged as of `as_of`, with its scheduled doses."""
+    planned = {v.visit_id: v for v in _of(events, ev.VisitPlanned)}
+    check_in = {}
+    for e in _of(events, ev.VisitCheckIn):
+        check_in.setdefault(e.visit_id, e.occurred_at)
+    check_out = {}
+    for e in _of(events, ev.VisitCheckOut):
+        check_out.setdefault(e.visit_id, e)
+    cancelled = {e.visit_id: e for e in _of(events, ev.VisitCancelled)}
+    starts_by_resident = defaultdict(list)
+    for v in planned.values():
+        starts_by_resident[v.resident_id].append(v.planned_start)
+    end_of_day_s = rules["missed_visits"].parameters["end_of_day_s"]
+    result = []
+    for visit_id, v in planned.items():
+        later = [s for s in starts_by_resident[v.resident_id] if s > v.planned_start]
+        deadline = q.visit_deadline(v.planned_start, min(later, default=None), end_of_day_s)
+        checked_in_at = check_in.get(visit_id)
+        cancel = cancelled.get(visit_id)
+        outcome = q.classify_visit(deadline=deadline, checked_in_at=checked_in_at, cancelled=cancel is not None,
+                                   cancelled_by_client_in_advance=bool(cancel and cancel.by_client_in_advance),
+                                   as_of=as_of)
+        lateness_s = (checked_in_at - v.planned_start).total_seconds() if checked_in_at else None
+        visit = q.PlannedVisit(visit_id, v.planned_start, outcome, v.time_critical, lateness_s)
+        result.append((visit, _doses(v, outcome, check_out.get(visit_id), deadline, as_of, lateness_s)))
+    return result
+
+
+def _doses(visit: ev.VisitPlanned, outcome: q.VisitOutcome, check_out: ev.VisitCheckOut | None,
+           deadline: datetime, as_of: datetime, lateness_s: float | None) -> list[q.Dose]:
+    """Medication tasks of a judged visit: recorded outcomes at check-out; none recorded by the deadline (or
+    a missed visit) is a dose with no administration record. Pending visits and client cancellations have
+    no scheduled doses yet."""
+    if outcome is q.VisitOutcome.CANCELLED_BY_CLIENT or outcome is q.VisitOutcome.PENDING:
+        return []
+    if outcome is q.VisitOutcome.DELIVERED and check_out is None and as_of < deadline:
+        return []
+    recorded = {t.task_id: t.outcome for t in check_out.task_outcomes} if check_out else {}
+    return [q.Dose(task.time_critical, recorded.get(task.task_id) if outcome is q.VisitOutcome.DELIVERED else None,
+                   lateness_s)
+            for task in visit.tasks if task.kind == "medication"]
+
+
+def _scored_sets(events: list[ev.Event]) -> dict[str, list[q.ScoredSet]]:
+    """NEWS2 results per resident, one per observation set (a re-emitted score is the same set)."""
+    by_set: dict[str, ev.News2Scored] = {}
+    for s in _of(events, ev.News2Scored):
+        by_set.setdefault(str(s.observation_set_id), s)
+    per_resident: dict[str, list[q.ScoredSet]] = defaultdict(list)
+    for s in by_set.values():
+        per_resident[s.resident_id].append(q.ScoredSet(s.occurred_at, s.complete, s.total,
+                                                       s.monitoring_interval_minutes))
+    return per_resident
+
+
+def _location(location_id: str, events: list[ev.Event], as_of: datetime, beds: int | None,
+              rules: q.QualityRules) -> list[q.IndicatorValue]:
+    statuses: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+    for r in _of(events, ev.ResidentRecord):
+        statuses[r.resident_id].append((r.occurred_at, r.status))
+    stays = [stay for resident_id, changes in statuses.items() for stay in q.stays_from_statuses(resident_id, changes)]
+    falls = _confirmed_falls(events)
+    visits = _visits(events, as_of, rules)
+    results = []
+
+    start, end = _window(rules["falls_rate"], as_of, beds)
+    results.append(q.falls_rate(location_id, start, end, occupied_bed_days=q.occupied_bed_days(stays, start, end),
+                                confirmed_falls=sum(1 for at, _ in falls if start <= at < end), rules=rules))
+    start, end = _window(rules["falls_with_harm_rate"], as_of)
+    results.append(q.falls_with_harm_rate(location_id, start, end,
+                                          occupied_bed_days=q.occupied_bed_days(stays, start, end),
+                                          harms=[harm for at, harm in falls if start <= at < end], rules=rules))
+    for indicator in (q.hydration_days_met, q.hydration_consumed_vs_offered):
+        start, end = _window(rules[indicator.__name__], as_of)
+        results.append(indicator(location_id, start, end, resident_days=_resident_days(events, stays, start, end, rules),
+                                 rules=rules))
+    start, end = _window(rules["call_bell_response"], as_of)
+    calls, unanswered = _call_responses(events, start, end)
+    results.append(q.call_bell_response(location_id, start, end, calls=calls, unanswered_calls=unanswered,
+                                        rules=rules))
+    start, end = _window(rules["escalation_timeliness"], as_of)
+    results.append(q.escalation_timeliness(location_id, start, end, triggers=_triggers(events), rules=rules))
+    start, end = _window(rules["observation_compliance"], as_of)
+    close_s = rules["observation_compliance"].parameters["episode_close_after_s"]
+    scored = _scored_sets(events)
+    in_window = [s for sets in scored.values() for s in sets if start <= s.at < end]
+    results.append(q.observation_compliance(
+        location_id, start, end, due=[d for sets in scored.values() for d in q.due_observations(sets, close_s)],
+        complete_sets=sum(1 for s in in_window if s.complete), all_sets=len(in_window), rules=rules))
+    for indicator in (q.missed_visits, q.late_visits):
+        start, end = _window(rules[indicator.__name__], as_of)
+        results.append(indicator(location_id, start, end,
+                                 visits=[v for v, _ in visits if start <= v.planned_start < end], rules=rules))
+    start, end = _window(rules["missed_medication_doses"], as_of)
+    results.append(q.missed_medication_doses(
+        location_id, start, end, doses=[d for v, doses in visits if start <= v.planned_start < end for d in doses],
+        rules=rules))
+    return results
+
+
+def recompute(events: Iterable[ev.Event], *, as_of: datetime, bed_counts: Mapping[str, int] | None = None,
+              rules: q.QualityRules | None = None) -> list[q.IndicatorValue]:
+    """Every indicator for every location in the log, over windows ending `as_of`, ordered by location then
+    by indicator (``quality.INDICATOR_IDS``). `bed_counts` selects the small-home falls window (§2.1); a home
+    with no bed count gets the standard window."""
+    rules = rules or q.packaged_rules()
+    by_location: dict[str, list[ev.Event]] = defaultdict(list)
+    for event in _dedupe(events, as_of):
+        by_location[event.location_id].append(event)
+    return [value for location_id in sorted(by_location)
+            for value in _location(location_id, by_location[location_id], as_of,
+                                   (bed_counts or {}).get(location_id), rules)]

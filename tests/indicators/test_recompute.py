@@ -1,0 +1,225 @@
+"""The batch oracle (indicators/recompute.py) over a small hand-built log, compared whole.
+
+Two locations: a care home (home-a, 30 beds: the 90-day falls window of cqc_domain.md §2.1) with four
+residents, and a homecare agency (home-b) with one client. Every event appears twice and the log is
+reversed, so deduplication and ordering are exercised on every indicator. Expected numbers are worked out
+in the comments.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta, timezone
+
+from carepulse import events as ev
+from indicators.quality import IndicatorValue, Rag
+from indicators.recompute import recompute
+
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+SRC = ev.Source(gateway_id="gw-1")
+G, A, R, I = Rag.GREEN, Rag.AMBER, Rag.RED, Rag.INSUFFICIENT_DATA
+
+
+def t(month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(2026, month, day, hour, minute, second, tzinfo=timezone.utc)
+
+
+def make(model: type, at: datetime, location_id: str = "home-a", **fields) -> ev.Event:
+    return model(event_id=uuid.uuid4(), occurred_at=at, received_at=at, source=SRC, location_id=location_id, **fields)
+
+
+def care_home() -> list[ev.Event]:
+    log = [
+        make(ev.ResidentRecord, t(8, 1), resident_id="r1", status="admitted", sex="female"),
+        make(ev.ResidentRecord, t(8, 1), resident_id="r2", status="admitted", sex="male", fluid_target_ml=1500),
+        make(ev.ResidentRecord, t(8, 1), resident_id="r3", status="admitted", sex="female"),
+        make(ev.ResidentRecord, t(8, 1), resident_id="r4", status="admitted"),
+        make(ev.ResidentRecord, t(11, 20, 10), resident_id="r3", status="in_hospital", sex="female"),
+        make(ev.ResidentRecord, t(11, 22, 12), resident_id="r3", status="admitted", sex="female"),
+        # Falls: a device alert and its confirmation are one fall (harm low); r4's alert is never confirmed;
+        # a fall after as_of is not yet in the log.
+        make(ev.Fall, t(11, 10, 3), resident_id="r1", detected_by="device", confirmed=False, alert_id="a1",
+             recorded_by="gw"),
+        make(ev.Fall, t(11, 10, 3, 5), resident_id="r1", detected_by="device", confirmed=True, alert_id="a1",
+             harm="low", recorded_by="carer-1"),
+        make(ev.Fall, t(11, 15, 14), resident_id="r2", detected_by="staff", confirmed=True, harm="none",
+             recorded_by="carer-1"),
+        make(ev.Fall, t(11, 12), resident_id="r4", detected_by="device", confirmed=False, alert_id="a2",
+             recorded_by="gw"),
+        make(ev.Fall, t(11, 23, 10), resident_id="r4", detected_by="staff", confirmed=True, harm="severe",
+             recorded_by="carer-1"),
+        # Drinks on 21 Nov: r1 consumes 1,600 of 2,000 mL (meets 1,600); r2 1,400 of 2,000 (misses 1,500).
+        make(ev.FluidIntake, t(11, 21, 10), resident_id="r1", offered_ml=1200, consumed_ml=1000, method="smart_cup",
+             recorded_by="cup-1"),
+        make(ev.FluidIntake, t(11, 21, 15), resident_id="r1", offered_ml=800, consumed_ml=600, method="carer",
+             recorded_by="carer-1"),
+        make(ev.FluidIntake, t(11, 21, 12), resident_id="r2", offered_ml=2000, consumed_ml=1400, method="carer",
+             recorded_by="carer-1"),
+    ]
+    # Call bells on 22 Nov: c0 and c1 emergencies; c9 takes 400 s; a test call and an unanswered call.
+    response_s = [60, 60, 60, 60, 60, 60, 60, 60, 120, 400]
+    for i, r in enumerate(response_s):
+        raised = t(11, 22, 10 + i)
+        priority = "emergency" if i < 2 else "routine"
+        log += [make(ev.CallBell, raised, call_id=f"c{i}", phase="raised", priority=priority),
+                make(ev.CallBell, raised + timedelta(seconds=r), call_id=f"c{i}", phase="answered",
+                     priority=priority, answered_by="carer-1")]
+    log += [make(ev.CallBell, t(11, 22, 3), call_id="test-1", phase="raised", call_type="test"),
+            make(ev.CallBell, t(11, 22, 3, 20), call_id="test-1", phase="answered", call_type="test"),
+            make(ev.CallBell, t(11, 23, 8), call_id="c10", phase="raised")]
+    log += escalations() + observations()
+    return log
+
+
+def escalation(status: str, episode: uuid.UUID, risk: str, raised_at: datetime, minutes: int,
+               acknowledged_at: datetime | None = None) -> ev.Event:
+    return make(ev.Escalation, acknowledged_at or raised_at, resident_id="r1", episode_id=episode, status=status,
+                risk=risk, total=None, any_single_3=True, response="r", rules_version="carepulse-escalation.1",
+                raised_at=raised_at, deadline_at=raised_at + timedelta(minutes=minutes),
+                acknowledged_at=acknowledged_at)
+
+
+def escalations() -> list[ev.Event]:
+    """e1: medium acknowledged in time, then upgraded to high and acknowledged 5 min late (a red event);
+    e2–e4 in time; e5 still inside its deadline at as_of (pending). 4 of 5 on time."""
+    e = [uuid.uuid4() for _ in range(5)]
+    log = [
+        escalation("raised", e[0], "medium", t(11, 20, 10), 60),
+        escalation("acknowledged", e[0], "medium", t(11, 20, 10), 60, t(11, 20, 10, 30)),
+        escalation("upgraded", e[0], "high", t(11, 20, 10, 45), 30),
+        escalation("acknowledged", e[0], "high", t(11, 20, 10, 45), 30, t(11, 20, 11, 20)),
+        escalation("raised", e[4], "medium", t(11, 23, 8, 50), 60),
+    ]
+    for i in (1, 2, 3):
+        log += [escalation("raised", e[i], "low-medium", t(11, 10 + i, 9), 60),
+                escalation("acknowledged", e[i], "low-medium", t(11, 10 + i, 9), 60, t(11, 10 + i, 10))]
+    return log
+
+
+def score(resident_id: str, at: datetime, total: int | None, interval_min: int | None,
+          complete: bool = True, set_id: uuid.UUID | None = None) -> ev.Event:
+    return make(ev.News2Scored, at, resident_id=resident_id, observation_set_id=set_id or uuid.uuid4(),
+                complete=complete, parameter_scores={}, any_single_3=False, total=total,
+                monitoring_interval_minutes=interval_min, rules_version="news2.1")
+
+
+def observations() -> list[ev.Event]:
+    """r1: due 04:00 taken 04:00; due 08:00 taken 09:00 (late); due 21:00 taken 21:00; due 21 Nov 09:00 never.
+    r2: due 01:00 and 02:00 on time, 03:00 never. 4 of 7 on time; 7 of 8 sets complete."""
+    set_0400 = uuid.uuid4()
+    return [
+        score("r1", t(11, 20, 0), 2, 240),
+        score("r1", t(11, 20, 4), 1, 240, set_id=set_0400),
+        score("r1", t(11, 20, 4), 1, 240, set_id=set_0400),   # the same set scored again
+        score("r1", t(11, 20, 6), None, None, complete=False),
+        score("r1", t(11, 20, 9), 0, 720),
+        score("r1", t(11, 20, 21), 0, 720),
+        score("r2", t(11, 22, 0), 3, 60),
+        score("r2", t(11, 22, 1), 3, 60),
+        score("r2", t(11, 22, 2), 3, 60),
+    ]
+
+
+def visit(visit_id: str, start: datetime, *, meds: tuple[str, ...] = (), critical_meds: tuple[str, ...] = (),
+          time_critical: bool = False, check_in: datetime | None = None,
+          outcomes: dict[str, str] | None = None) -> list[ev.Event]:
+    tasks = [ev.VisitTask(task_id=m, kind="medication") for m in meds]
+    tasks += [ev.VisitTask(task_id=m, kind="medication", time_critical=True) for m in critical_meds]
+    who = dict(location_id="home-b", resident_id="client-1", visit_id=visit_id)
+    log = [make(ev.VisitPlanned, start - timedelta(days=7), planned_start=start, planned_end=start + timedelta(hours=1),
+                time_critical=time_critical, tasks=tasks, **who)]
+    if check_in:
+        log.append(make(ev.VisitCheckIn, check_in, carer_id="carer-9", verification="gps", **who))
+    if outcomes is not None:
+        log.append(make(ev.VisitCheckOut, check_in + timedelta(minutes=30), carer_id="carer-9",
+                        task_outcomes=[ev.TaskOutcome(task_id=k, outcome=v) for k, v in outcomes.items()], **who))
+    return log
+
+
+def homecare() -> list[ev.Event]:
+    """Judged: v9, v1, v2, v5, v6 delivered; v3 (no check-in by 23:00) and v8 (provider cancelled) missed;
+    v4 cancelled by the client; v7 pending. Late > 30 min: v2 (40 min), v6 (35 min, time-critical).
+    Doses: m1 done, m2 refused, m3 missed (visit missed), m5 no record, m6 done 35 min late: 2 of 5 missed."""
+    return [
+        *visit("v9", t(11, 19, 8), check_in=t(11, 19, 8), outcomes={}),
+        *visit("v1", t(11, 20, 8), critical_meds=("m1",), check_in=t(11, 20, 8, 10), outcomes={"m1": "done"}),
+        *visit("v2", t(11, 20, 12), meds=("m2",), check_in=t(11, 20, 12, 40), outcomes={"m2": "refused"}),
+        *visit("v3", t(11, 20, 17), meds=("m3",)),
+        *visit("v4", t(11, 21, 8), meds=("m4",)),
+        make(ev.VisitCancelled, t(11, 20, 18), location_id="home-b", resident_id="client-1", visit_id="v4",
+             by_client_in_advance=True),
+        *visit("v5", t(11, 21, 12), meds=("m5",), check_in=t(11, 21, 12, 20), outcomes={}),
+        *visit("v6", t(11, 22, 8), critical_meds=("m6",), time_critical=True, check_in=t(11, 22, 8, 35),
+               outcomes={"m6": "done"}),
+        *visit("v8", t(11, 22, 12)),
+        make(ev.VisitCancelled, t(11, 22, 9), location_id="home-b", resident_id="client-1", visit_id="v8",
+             by_client_in_advance=False),
+        *visit("v7", t(11, 23, 8, 30), meds=("m7",)),
+    ]
+
+
+def value(indicator_id: str, location_id: str, days: int, numerator: float, denominator: float,
+          value_: float | None, status: Rag, details: dict | None = None) -> IndicatorValue:
+    return IndicatorValue(indicator_id, location_id, AS_OF - timedelta(days=days), AS_OF, numerator, denominator,
+                          value_, status, "carepulse-quality.1", details or {})
+
+
+def bells(by_priority: dict, median_s=None, p90_s=None, unanswered: int = 0) -> dict:
+    return {"median_s": median_s, "p90_s": p90_s, "calls_over_exception": 0, "unanswered_calls": unanswered,
+            "by_priority": by_priority}
+
+
+EXPECTED = [
+    # 90-day window (30 beds): 90 censuses each for r1, r2, r4; r3 in hospital at 2 of them -> 358 OBD.
+    value("falls_rate", "home-a", 90, 2, 358, 2 / 358 * 1000, A),
+    value("falls_with_harm_rate", "home-a", 90, 1, 358, 1 / 358 * 1000, R, {"severe_or_fatal_falls": 0}),
+    # 27 whole days (27 Oct – 22 Nov) for r1 and r2, 24 for r3 (20–22 Nov not whole), none for r4 (no target).
+    value("hydration_days_met", "home-a", 28, 1, 78, 1 / 78 * 100, R),
+    # 17–22 Nov: r1 and r2 6 days each, r3 3; offered below target on all but r1's and r2's 21 Nov.
+    value("hydration_consumed_vs_offered", "home-a", 7, 3000.0, 4000.0, 75.0, A,
+          {"resident_days_offered_below_target": 13}),
+    value("call_bell_response", "home-a", 28, 9, 10, 90.0, G, bells(
+        {"emergency": {"calls": 2, "within_target": 2, "median_s": 60.0, "p90_s": 60.0, "over_exception": 0},
+         "routine": {"calls": 8, "within_target": 7, "median_s": 60.0, "p90_s": 400.0, "over_exception": 0}},
+        60.0, 120.0, 1)),
+    value("escalation_timeliness", "home-a", 28, 4, 5, 80.0, R, {"pending": 1, "late_high": 1}),
+    value("observation_compliance", "home-a", 28, 4, 7, 4 / 7 * 100, R, {"complete_sets_pct": 87.5}),
+    value("missed_visits", "home-a", 28, 0, 0, None, I,
+          {"cancelled_by_client": 0, "pending": 0, "missed_time_critical": 0}),
+    value("late_visits", "home-a", 28, 0, 0, None, I,
+          {"over_15_min": 0, "time_critical_delivered": 0, "time_critical_outside_30_min": 0}),
+    value("missed_medication_doses", "home-a", 28, 0, 0, None, I, {"time_critical_red_events": 0}),
+    value("falls_rate", "home-b", 28, 0, 0, None, I),
+    value("falls_with_harm_rate", "home-b", 90, 0, 0, None, I, {"severe_or_fatal_falls": 0}),
+    value("hydration_days_met", "home-b", 28, 0, 0, None, I),
+    value("hydration_consumed_vs_offered", "home-b", 7, 0, 0, None, I, {"resident_days_offered_below_target": 0}),
+    value("call_bell_response", "home-b", 28, 0, 0, None, I, bells({})),
+    value("escalation_timeliness", "home-b", 28, 0, 0, None, I, {"pending": 0, "late_high": 0}),
+    value("observation_compliance", "home-b", 28, 0, 0, None, I, {"complete_sets_pct": None}),
+    value("missed_visits", "home-b", 28, 2, 7, 2 / 7 * 100, R,
+          {"cancelled_by_client": 1, "pending": 1, "missed_time_critical": 0}),
+    value("late_visits", "home-b", 28, 2, 5, 40.0, R,
+          {"over_15_min": 3, "time_critical_delivered": 1, "time_critical_outside_30_min": 1}),
+    value("missed_medication_doses", "home-b", 28, 2, 5, 40.0, R, {"time_critical_red_events": 0}),
+]
+
+
+def test_recompute_with_duplicates_out_of_order():
+    log = care_home() + homecare()
+    assert recompute(list(reversed(log + log)), as_of=AS_OF, bed_counts={"home-a": 30}) == EXPECTED
+
+
+def test_recompute_is_independent_of_arrival_order():
+    log = care_home() + homecare()
+    assert recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}) == \
+        recompute(log[1::2] + log[::2], as_of=AS_OF, bed_counts={"home-a": 30})
+
+
+def test_large_home_uses_the_28_day_falls_window():
+    # 28 censuses for r1, r2, r4 and 26 for r3 -> 110 OBD: insufficient data (§2.1, fewer than 300).
+    falls = recompute(care_home(), as_of=AS_OF)[0]
+    assert falls == value("falls_rate", "home-a", 28, 2, 110, 2 / 110 * 1000, I)
+
+
+def test_empty_log():
+    assert recompute([], as_of=AS_OF) == []
