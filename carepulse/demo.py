@@ -8,7 +8,6 @@ Ctrl-C stops everything in order (gateway, which keeps unsent readings in its bu
 
 from __future__ import annotations
 
-import os
 import shutil
 import signal
 import sys
@@ -22,7 +21,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from carepulse import events, topics
 from carepulse.broker import BrokerError, EmbeddedBroker, ensure_topics, wait_until_ready
 from carepulse.processes import spawn, stop
-from carepulse.settings import Settings
+from carepulse.settings import Settings, child_environment
 from carepulse.simulation import CareHome
 
 
@@ -54,7 +53,7 @@ def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     gateway = spawn(
         [sys.executable, "-m", "carepulse", "gateway", "--simulate"],
         log_path=run_dir / "gateway.log",
-        env={**os.environ, "CAREPULSE_DATA_DIR": str(run_dir), "CAREPULSE_BLE_TRANSPORT": "virtual"},
+        env=child_environment(data_dir=str(run_dir), ble_transport="virtual"),
     )
     home = CareHome(gateway_id=settings.gateway_id)
 

@@ -92,7 +92,7 @@ class DeviceReading(ResidentEvent):
 
     event_type: Literal["device_reading"] = "device_reading"
     characteristic: Identifier
-    values: dict[str, float | int | str | bool | None | list[float]]
+    values: dict[str, float | int | str | bool | None | list[float] | list[str]]
 
 
 class ManualObservation(ResidentEvent):

@@ -6,6 +6,7 @@ Clinical thresholds are *not* settings; they live in versioned config under ``in
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -68,3 +69,9 @@ class Settings(BaseSettings):
     @property
     def uses_embedded_broker(self) -> bool:
         return self.kafka_bootstrap is None
+
+
+def child_environment(**overrides: str) -> dict[str, str]:
+    """This process's environment with some ``CAREPULSE_*`` variables overridden, for a child process
+    (e.g. the demo's gateway with its own data directory)."""
+    return {**os.environ, **{f"CAREPULSE_{name.upper()}": value for name, value in overrides.items()}}

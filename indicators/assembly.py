@@ -42,9 +42,44 @@ DEVICE_FIELDS: dict[tuple[str, str], str] = {
 }
 
 
+#: Device status flags under which a reading must not enter a NEWS2 set: the device itself says the value is
+#: not a valid, final measurement of this resident (Pulse Oximeter Measurement Status and Device and Sensor
+#: Status [XML-PLXS]; Blood Pressure Measurement Status [GSS-BPM]; ble_health.md §6–7). Flags describing the
+#: resident rather than the measurement (low perfusion, irregular pulse) do not disqualify it. carepulse
+#: receiver policy (proposal): such readings are still recorded on the readings topic, only not scored.
+UNUSABLE_DEVICE_STATUS: dict[str, frozenset[str]] = {
+    "measurement_status": frozenset({
+        # Pulse oximeter [XML-PLXS]
+        "measurement_ongoing", "early_estimated_data", "data_for_demonstration", "data_for_testing",
+        "calibration_ongoing", "measurement_unavailable", "questionable_measurement_detected",
+        "invalid_measurement_detected",
+        # Blood pressure cuff [GSS-BPM]
+        "body_movement", "cuff_too_loose", "improper_position",
+    }),
+    "device_and_sensor_status": frozenset({
+        "equipment_malfunction", "signal_processing_irregularity", "inadequate_signal", "erratic_signal",
+        "nonpulsatile_signal", "questionable_pulse", "sensor_interference", "sensor_unconnected_to_user",
+        "unknown_sensor_connected", "sensor_displaced", "sensor_malfunctioning", "sensor_disconnected",
+    }),
+}
+
+
+def unusable_status(values: Mapping[str, object]) -> list[str]:
+    """The status flags of a decoded reading that keep it out of NEWS2 sets (empty: usable)."""
+    return sorted(
+        flag
+        for field, unusable in UNUSABLE_DEVICE_STATUS.items()
+        for flag in (values.get(field) or ())
+        if isinstance(values.get(field), list) and flag in unusable
+    )
+
+
 def device_parameters(characteristic: str, values: Mapping[str, object]) -> dict[str, float]:
     """The set fields a decoded device reading supplies. Special values (an IEEE-11073 NaN, NRes, …)
-    are strings, not numbers: the device had no valid result, so they supply nothing."""
+    are strings, not numbers: the device had no valid result, so they supply nothing; neither does a
+    reading whose device status says it is not a valid measurement (`UNUSABLE_DEVICE_STATUS`)."""
+    if unusable_status(values):
+        return {}
     return {
         field: float(values[name])
         for (char, name), field in DEVICE_FIELDS.items()

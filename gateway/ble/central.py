@@ -123,7 +123,8 @@ def device_id(address: str) -> str:
 
 
 def reading_values(decoded: dict[str, Any]) -> dict[str, Any]:
-    """The decoded fields a `DeviceReading` can carry: scalars and lists of numbers.
+    """The decoded fields a `DeviceReading` can carry: scalars, lists of numbers and lists of status names
+    (which say whether the device trusts its own measurement).
 
     The characteristic name is left out, because the reading carries it in its own field.
     """
@@ -131,8 +132,9 @@ def reading_values(decoded: dict[str, Any]) -> dict[str, Any]:
         name: value for name, value in decoded.items()
         if name != "characteristic" and (
             value is None or isinstance(value, (bool, int, float, str))
-            or (isinstance(value, list) and all(
-                isinstance(item, (int, float)) and not isinstance(item, bool) for item in value
+            or (isinstance(value, list) and (
+                all(isinstance(item, (int, float)) and not isinstance(item, bool) for item in value)
+                or all(isinstance(item, str) for item in value)
             ))
         )
     }

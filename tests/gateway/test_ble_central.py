@@ -274,12 +274,12 @@ def test_a_device_that_lost_the_bond_is_paired_again(tmp_path):
 
 
 # -- values -------------------------------------------------------------------------------------------
-def test_gatt_reading_values_keep_scalars_and_number_lists_and_drop_lists_of_names():
+def test_gatt_reading_values_keep_scalars_number_lists_and_status_names():
     decoded = decode(0x2A35, bytes.fromhex("1E 7800 5000 5A00 E807 0102 0C00 00 4800 01 0500"))
     assert reading_values(decoded) == {
         "systolic_mmhg": 120.0, "diastolic_mmhg": 80.0, "map_mmhg": 90.0, "device_unit": "mmHg",
         "timestamp": "2024-01-02T12:00:00", "pulse_rate_bpm": 72.0, "user_id": 1,
-        "pulse_rate_range": "in_range",
+        "measurement_status": ["body_movement", "irregular_pulse"], "pulse_rate_range": "in_range",
     }
 
 

@@ -247,3 +247,23 @@ def test_any_delivery_order_within_a_round_gives_the_same_set(readings, data):
     for field in SET_FIELDS:  # each field: the earliest reading that has it, ties by event id
         first = min((x for x in readings if field in x.values), key=lambda x: (x.occurred_at, x.event_id))
         assert assembled.values[field] == first.values[field]
+
+
+@pytest.mark.parametrize(
+    ("characteristic", "values", "expected"),
+    [
+        ("plx_spot_check_measurement", {"spo2_pct": 97.0, "pulse_rate_bpm": 70.0, "measurement_status": ["validated_data"]},
+         {"spo2": 97.0, "pulse": 70.0}),
+        ("plx_spot_check_measurement", {"spo2_pct": 97.0, "pulse_rate_bpm": 70.0,
+                                        "measurement_status": ["invalid_measurement_detected"]}, {}),
+        ("plx_continuous_measurement", {"spo2_pct": 88.0, "pulse_rate_bpm": 70.0, "measurement_status": None,
+                                        "device_and_sensor_status": ["low_perfusion"]}, {"spo2": 88.0, "pulse": 70.0}),
+        ("plx_continuous_measurement", {"spo2_pct": 88.0, "pulse_rate_bpm": 70.0,
+                                        "device_and_sensor_status": ["sensor_displaced"]}, {}),
+        ("blood_pressure_measurement", {"systolic_mmhg": 95.0, "measurement_status": ["irregular_pulse"]},
+         {"systolic_bp": 95.0}),
+        ("blood_pressure_measurement", {"systolic_mmhg": 95.0, "measurement_status": ["cuff_too_loose"]}, {}),
+    ],
+)
+def test_readings_the_device_marks_invalid_supply_nothing(characteristic, values, expected):
+    assert device_parameters(characteristic, values) == expected
