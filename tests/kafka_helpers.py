@@ -76,23 +76,17 @@ def parse_all(values: list[bytes], *, skip_invalid: bool = False) -> list[events
     return parsed
 
 
-class WorkerProcess:
-    """`carepulse worker` as a real child process against a real broker."""
+class CarepulseProcess:
+    """A `python -m carepulse <command>` child process against a real broker."""
 
-    def __init__(self, bootstrap: str, log_path: Path, worker_id: str, extra_env: dict[str, str] | None = None):
-        self.bootstrap = bootstrap
+    def __init__(self, command: list[str], bootstrap: str, log_path: Path, env: dict[str, str]):
+        self.command = [sys.executable, "-m", "carepulse", *command]
         self.log_path = log_path
-        self.env = {
-            **os.environ,
-            "CAREPULSE_KAFKA_BOOTSTRAP": bootstrap,
-            "CAREPULSE_WORKER_ID": worker_id,
-            "CAREPULSE_LOG_LEVEL": "INFO",
-            **(extra_env or {}),
-        }
+        self.env = {**os.environ, "CAREPULSE_KAFKA_BOOTSTRAP": bootstrap, "CAREPULSE_LOG_LEVEL": "INFO", **env}
         self.process: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> WorkerProcess:
-        self.process = spawn([sys.executable, "-m", "carepulse", "worker"], log_path=self.log_path, env=self.env)
+    def start(self):
+        self.process = spawn(self.command, log_path=self.log_path, env=self.env)
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -109,3 +103,10 @@ class WorkerProcess:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class WorkerProcess(CarepulseProcess):
+    """`carepulse worker` as a real child process against a real broker."""
+
+    def __init__(self, bootstrap: str, log_path: Path, worker_id: str, extra_env: dict[str, str] | None = None):
+        super().__init__(["worker"], bootstrap, log_path, {"CAREPULSE_WORKER_ID": worker_id, **(extra_env or {})})

@@ -19,11 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -39,7 +36,7 @@ from carepulse.broker import ensure_topics, tansu_binary, wait_until_ready
 from carepulse.processes import spawn, stop
 from carepulse.settings import Settings
 from gateway.buffer import DurableBuffer
-from tests.kafka_helpers import free_port
+from tests.kafka_helpers import CarepulseProcess, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -206,27 +203,23 @@ class Buffer:
         return self._query("SELECT (SELECT COUNT(*) FROM ledger) - (SELECT COUNT(*) FROM outbox)")[0][0]
 
 
-class GatewayProcess:
+class GatewayProcess(CarepulseProcess):
     """`python -m carepulse gateway` as a real child process."""
 
     def __init__(self, bootstrap: str, data_dir: Path, gateway_id: str, *, simulate: bool) -> None:
         self.port = free_port()
-        self.log_path = data_dir / f"gateway-{self.port}.log"
-        self.env = {
-            **os.environ,
-            "CAREPULSE_KAFKA_BOOTSTRAP": bootstrap,
-            "CAREPULSE_DATA_DIR": str(data_dir),
-            "CAREPULSE_GATEWAY_PORT": str(self.port),
-            "CAREPULSE_GATEWAY_ID": gateway_id,
-            "CAREPULSE_BLE_TRANSPORT": "virtual",
-            "CAREPULSE_LOG_LEVEL": "INFO",
-        }
-        mode = "--simulate" if simulate else "--no-simulate"
-        self.command = [sys.executable, "-m", "carepulse", "gateway", mode]
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(
+            ["gateway", "--simulate" if simulate else "--no-simulate"], bootstrap, data_dir / f"gateway-{self.port}.log",
+            {
+                "CAREPULSE_DATA_DIR": str(data_dir),
+                "CAREPULSE_GATEWAY_PORT": str(self.port),
+                "CAREPULSE_GATEWAY_ID": gateway_id,
+                "CAREPULSE_BLE_TRANSPORT": "virtual",
+            },
+        )
 
     def start(self) -> GatewayProcess:
-        self.process = spawn(self.command, log_path=self.log_path, env=self.env)
+        super().start()
         eventually(lambda: self.health() is not None, timeout_s=30, what="the gateway's intake to answer",
                    log=self.log)
         return self
@@ -240,22 +233,6 @@ class GatewayProcess:
         except httpx.HTTPError:
             return None
         return response.json() if response.status_code == 200 else None
-
-    def stop(self) -> int:
-        assert self.process is not None
-        code = stop(self.process, signal.SIGTERM, timeout_s=30)
-        self.process = None
-        return code
-
-    def kill(self) -> None:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait()
-        self.process = None
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
 
 def eventually(condition: Callable[[], bool], *, timeout_s: float, what: str,
                log: Callable[[], str] = lambda: "") -> None:
