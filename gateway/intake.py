@@ -35,6 +35,7 @@ from carepulse.topics import TopicSpec
 from gateway.buffer import BufferFull
 from gateway.publisher import Publisher
 from gateway.registry import Registry, Tablet
+from indicators import news2
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,18 @@ class ObservationEntry(Entry):
     systolic_bp: events.Measurement | None = None
     pulse: events.Measurement | None = None
     temperature: events.Measurement | None = None
+
+    @field_validator("respiration_rate", "spo2", "systolic_bp", "pulse", "temperature")
+    @classmethod
+    def _plausible(cls, value: float | None, info: ValidationInfo) -> float | None:
+        """Refuse a physiologically impossible value at the bedside, with the NEWS2 core's own limits
+        (indicators/config/news2.toml), so the carer can correct it instead of it being dead-lettered later."""
+        if value is not None:
+            try:
+                news2.score_parameter(info.field_name, value)
+            except news2.ImpossibleValue as exc:
+                raise ValueError(exc.reason) from None
+        return value
 
 
 class FluidEntry(Entry):

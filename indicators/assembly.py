@@ -49,8 +49,10 @@ DEVICE_FIELDS: dict[tuple[str, str], str] = {
 #: receiver policy (proposal): such readings are still recorded on the readings topic, only not scored.
 UNUSABLE_DEVICE_STATUS: dict[str, frozenset[str]] = {
     "measurement_status": frozenset({
-        # Pulse oximeter [XML-PLXS]
-        "measurement_ongoing", "early_estimated_data", "data_for_demonstration", "data_for_testing",
+        # Pulse oximeter [XML-PLXS]. A stored measurement carries only the device's naive local time
+        # (ble_health.md §4), so it cannot be placed in event time: never scored as if taken now.
+        "measurement_ongoing", "early_estimated_data", "data_from_measurement_storage", "data_for_demonstration",
+        "data_for_testing",
         "calibration_ongoing", "measurement_unavailable", "questionable_measurement_detected",
         "invalid_measurement_detected",
         # Blood pressure cuff [GSS-BPM]

@@ -220,6 +220,11 @@ def _invalid(*details):
                  ("note", "Extra inputs are not permitted")),
         id="observation-fields"),
     pytest.param(
+        "/v1/residents/res-1/observations", {**OBSERVATION, "spo2": 104, "temperature": 60},
+        _invalid(("spo2", "Value error, must be between 50 and 100 %"),
+                 ("temperature", "Value error, must be between 25.0 and 45.0 °C")),
+        id="impossible-vitals-refused-at-the-bedside"),
+    pytest.param(
         "/v1/residents/res-1/observations", {**OBSERVATION, "occurred_at": None},
         _invalid(("occurred_at", "Input should be a valid datetime")), id="observation-needs-occurred-at"),
     pytest.param(

@@ -256,6 +256,8 @@ def test_any_delivery_order_within_a_round_gives_the_same_set(readings, data):
          {"spo2": 97.0, "pulse": 70.0}),
         ("plx_spot_check_measurement", {"spo2_pct": 97.0, "pulse_rate_bpm": 70.0,
                                         "measurement_status": ["invalid_measurement_detected"]}, {}),
+        ("plx_spot_check_measurement", {"spo2_pct": 97.0, "pulse_rate_bpm": 70.0,
+                                        "measurement_status": ["data_from_measurement_storage"]}, {}),
         ("plx_continuous_measurement", {"spo2_pct": 88.0, "pulse_rate_bpm": 70.0, "measurement_status": None,
                                         "device_and_sensor_status": ["low_perfusion"]}, {"spo2": 88.0, "pulse": 70.0}),
         ("plx_continuous_measurement", {"spo2_pct": 88.0, "pulse_rate_bpm": 70.0,
