@@ -26,7 +26,6 @@ from pydantic import ValidationError
 from carepulse import events, topics
 from carepulse.broker import ensure_topics
 from carepulse.settings import Settings
-from carepulse.topics import CATALOG
 from indicators import escalation, news2
 from streams.resident import Output, ResidentProcessor, ResidentState
 
@@ -53,7 +52,7 @@ class CarepulseApp(faust.App):
         # topic created after it started (Faust's changelogs) narrows its tracked set to that topic.
         # Sends to the other topics then stall for the whole request timeout while the sender
         # refreshes metadata in a tight loop. Tracking every topic we produce to up front avoids it.
-        produced = [spec.name for spec in CATALOG] + [
+        produced = [spec.name for spec in topics.CATALOG] + [
             table.changelog_topic.get_topic_name() for table in self.tables.values()
         ]
         await self.producer._ensure_producer().client.set_topics(produced)
@@ -93,7 +92,7 @@ def _raw_topic(app: faust.App, settings: Settings, *specs: topics.TopicSpec) -> 
 
 def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRules) -> None:
     inputs = _raw_topic(app, settings, *RESIDENT_INPUTS)
-    outputs = {spec.name: _raw_topic(app, settings, spec) for spec in CATALOG}
+    outputs = {spec.name: _raw_topic(app, settings, spec) for spec in topics.CATALOG}
     # Keyed by the same bytes as the input messages and placed by the same partitioner, so a resident's
     # state lives in the changelog partition matching its input partition, and the timer may write it.
     resident_states = app.Table(
