@@ -329,11 +329,54 @@ class DeadLetter(Event):
     original_payload: str = Field(description="The rejected payload, UTF-8 (undecodable bytes as \\x escapes).")
 
 
+RagStatus = Literal["green", "amber", "red", "insufficient_data"]
+
+
+class ThresholdInfo(BaseModel):
+    """One RAG threshold as published: the comparison, the value, where it comes from and whether it is a
+    carepulse proposal awaiting sign-off (cqc_domain.md §0 point 3)."""
+
+    model_config = ConfigDict(extra="forbid")
+    op: Literal["<", "<=", ">", ">="]
+    value: float
+    source: str
+    proposal: bool
+
+
+class IndicatorUpdate(Event):
+    """A location's care-quality indicator over a rolling window ending `window_end` (= `occurred_at`), as
+    the worker computed it from the pure definitions in ``indicators.quality`` (cqc_domain.md §2).
+
+    On ``indicators`` (compacted, keyed ``<location_id>|<indicator_id>``) each change of the current value;
+    on ``indicators.history`` (keyed ``<location_id>|<indicator_id>|<date>``) the value at each local
+    midnight. Below the minimum denominator `status` is ``insufficient_data``, never a colour, and a zero
+    denominator has no `value`.
+    """
+
+    event_type: Literal["indicator"] = "indicator"
+    indicator_id: Identifier
+    title: str
+    unit: str
+    kind: Literal["current", "daily_snapshot"]
+    window_start: AwareDatetime
+    window_end: AwareDatetime
+    numerator: float
+    denominator: float
+    value: float | None
+    status: RagStatus
+    minimum_denominator: float
+    direction: Literal["lower_is_better", "higher_is_better"]
+    green: ThresholdInfo
+    red: ThresholdInfo
+    details: dict[str, object] = Field(default_factory=dict)
+    rules_version: str
+
+
 AnyEvent = Annotated[
     Union[
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate,
     ],
     Field(discriminator="event_type"),
 ]
@@ -356,7 +399,7 @@ def all_models() -> list[type[Event]]:
     return [
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate,
     ]
 
 

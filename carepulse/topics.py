@@ -104,6 +104,31 @@ OBSERVATIONS_DUE = TopicSpec(
     retention_ms=365 * _DAY_MS,
     purpose="NEWS2 observations not taken within the minimum monitoring frequency.",
 )
+LOCATION_EVENTS = TopicSpec(
+    name="location-events",
+    key="location_id",
+    value_models=(events.ResidentRecord, events.News2Scored, events.Escalation),
+    cleanup_policy="delete",
+    retention_ms=7 * _DAY_MS,
+    purpose="Internal: copies of resident records, NEWS2 results and escalations re-keyed by location, so "
+    "each location's indicators are computed in one partition next to its care events.",
+)
+INDICATORS = TopicSpec(
+    name="indicators",
+    key="location_id|indicator_id",
+    value_models=(events.IndicatorUpdate,),
+    cleanup_policy="compact",
+    retention_ms=None,
+    purpose="The current value of each location's care-quality indicators, published whenever it changes.",
+)
+INDICATORS_HISTORY = TopicSpec(
+    name="indicators.history",
+    key="location_id|indicator_id|date",
+    value_models=(events.IndicatorUpdate,),
+    cleanup_policy="compact",
+    retention_ms=None,
+    purpose="Each location's indicators as they stood at every local midnight (daily snapshots).",
+)
 DEAD_LETTERS = TopicSpec(
     name="dead-letters",
     key="stage",
@@ -116,7 +141,7 @@ DEAD_LETTERS = TopicSpec(
 
 CATALOG: tuple[TopicSpec, ...] = (
     READINGS, RESIDENTS, CLINICAL_ACTIONS, CARE_EVENTS, OBSERVATION_SETS, NEWS2_SCORES, ESCALATIONS,
-    OBSERVATIONS_DUE, DEAD_LETTERS,
+    OBSERVATIONS_DUE, LOCATION_EVENTS, INDICATORS, INDICATORS_HISTORY, DEAD_LETTERS,
 )
 
 
@@ -125,3 +150,13 @@ def by_name(name: str) -> TopicSpec:
         if spec.name == name:
             return spec
     raise KeyError(f"no topic named {name!r} in the catalog")
+
+
+def indicator_key(location_id: str, indicator_id: str) -> str:
+    """The compaction key of a location's indicator on ``indicators``."""
+    return f"{location_id}|{indicator_id}"
+
+
+def indicator_history_key(location_id: str, indicator_id: str, day: str) -> str:
+    """The key of a location's indicator snapshot for local date `day` (ISO) on ``indicators.history``."""
+    return f"{location_id}|{indicator_id}|{day}"
