@@ -47,6 +47,21 @@ class Settings(BaseSettings):
         description="An alternative escalation rules file (same layout as indicators/config/escalation.toml), "
         "e.g. with deadlines of seconds for tests. Unset: the packaged, versioned rules.",
     )
+    quality_rules_path: Path | None = Field(
+        default=None,
+        description="An alternative care-quality rules file (same layout as indicators/config/quality.toml). "
+        "Unset: the packaged, versioned rules.",
+    )
+    indicators_wall_clock_lag_s: float = Field(
+        default=300.0, ge=0,
+        description="A location with no recent events has its indicators evaluated this far behind the wall "
+        "clock, so windows slide and deadlines pass while it is quiet; events arriving later still correct them.",
+    )
+    indicators_future_tolerance_s: float = Field(
+        default=300.0, ge=0,
+        description="Care events dated further than this ahead of the worker's clock are dead-lettered: a "
+        "device with a wrong clock must not move a location's indicators into the future.",
+    )
     worker_id: str = Field(default="carepulse-worker", description="Faust application id (consumer group).")
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
     gateway_id: str = Field(default="gw-demo-1", description="Identity of this edge gateway in event sources.")

@@ -383,7 +383,9 @@ def due_observations(scored: Sequence[ScoredSet], episode_close_after_s: float) 
     due `interval_min` later; a set with no interval (NEWS2 >= 7, continuous monitoring) is treated as
     escalated and makes none due. `taken_at` is the next complete set, whenever it came.
     """
-    complete = sorted((s for s in scored if s.complete), key=lambda s: s.at)
+    # Sets at the same instant are ordered by their content, so the result never depends on input order.
+    complete = sorted((s for s in scored if s.complete),
+                      key=lambda s: (s.at, s.total, -1 if s.interval_min is None else s.interval_min))
     due: list[DueObservation] = []
     last_raised_at: datetime | None = None
     for i, s in enumerate(complete):
@@ -426,6 +428,23 @@ class Dose:
     lateness_s: float | None
 
 
+def scheduled_doses(medication_tasks: Sequence[tuple[str, bool]], *, outcome: VisitOutcome,
+                    recorded: dict[str, str] | None, deadline: datetime, as_of: datetime,
+                    lateness_s: float | None) -> list[Dose]:
+    """The doses a judged visit scheduled (cqc_domain.md §2.2 row 11, [M3]): one per medication task
+    (task id, time critical), with the eMAR outcome recorded at check-out (`recorded`: None when the visit
+    has no check-out yet). A missed visit, or a delivered one with no check-out by its deadline, leaves its
+    doses with no administration record. Pending visits, client cancellations and visits still inside their
+    deadline without a check-out have no doses yet."""
+    if outcome in (VisitOutcome.CANCELLED_BY_CLIENT, VisitOutcome.PENDING):
+        return []
+    if outcome is VisitOutcome.DELIVERED and recorded is None and as_of < deadline:
+        return []
+    outcomes = recorded or {}
+    return [Dose(time_critical, outcomes.get(task_id) if outcome is VisitOutcome.DELIVERED else None, lateness_s)
+            for task_id, time_critical in medication_tasks]
+
+
 @dataclass(frozen=True)
 class CallResponse:
     priority: str
@@ -463,8 +482,9 @@ def hydration_consumed_vs_offered(location_id: str, window_start: datetime, wind
                                   resident_days: Sequence[ResidentDay], rules: QualityRules) -> IndicatorValue:
     """Consumed ÷ offered, mL, as % (row 5); also counts resident-days offered less than the target, a
     provider failure rather than a resident's [H2]."""
-    consumed_ml = sum(d.consumed_ml for d in resident_days)
-    offered_ml = sum(d.offered_ml for d in resident_days)
+    # Exactly rounded sums: the total must not depend on the order the days are listed in.
+    consumed_ml = math.fsum(d.consumed_ml for d in resident_days)
+    offered_ml = math.fsum(d.offered_ml for d in resident_days)
     offered_below_target = sum(1 for d in resident_days if d.offered_ml < d.target_ml)
     return _result("hydration_consumed_vs_offered", location_id, window_start, window_end, consumed_ml, offered_ml,
                    100, rules, {"resident_days_offered_below_target": offered_below_target})

@@ -9,6 +9,7 @@ Each indicator's window is ``[as_of - window_days, as_of)``.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from datetime import date, datetime, timedelta
@@ -49,11 +50,12 @@ def _confirmed_falls(events: list[ev.Event]) -> list[tuple[datetime, str | None]
 def _resident_days(events: list[ev.Event], stays: list[q.Stay], window_start: datetime, window_end: datetime,
                    rules: q.QualityRules) -> list[q.ResidentDay]:
     """Local days wholly inside the window that a resident spent wholly in a bed with a known target."""
-    drinks: dict[tuple[str, date], list[float]] = defaultdict(lambda: [0.0, 0.0])
+    volumes: dict[tuple[str, date], list[tuple[float, float]]] = defaultdict(list)
     for intake in _of(events, ev.FluidIntake):
-        totals = drinks[(intake.resident_id, intake.occurred_at.astimezone(q.CARE_TZ).date())]
-        totals[0] += intake.consumed_ml
-        totals[1] += intake.offered_ml
+        volumes[(intake.resident_id, intake.occurred_at.astimezone(q.CARE_TZ).date())].append(
+            (intake.consumed_ml, intake.offered_ml))
+    # Exactly rounded sums, so a day's total does not depend on the order its drinks are added in.
+    drinks = {key: (math.fsum(c for c, _ in pairs), math.fsum(o for _, o in pairs)) for key, pairs in volumes.items()}
     records = _of(events, ev.ResidentRecord)
     midnights = q.census_midnights(window_start, window_end)
     days = []
@@ -133,23 +135,12 @@ def _visits(events: list[ev.Event], as_of: datetime, rules: q.QualityRules
                                    as_of=as_of)
         lateness_s = (checked_in_at - v.planned_start).total_seconds() if checked_in_at else None
         visit = q.PlannedVisit(visit_id, v.planned_start, outcome, v.time_critical, lateness_s)
-        result.append((visit, _doses(v, outcome, check_out.get(visit_id), deadline, as_of, lateness_s)))
+        out = check_out.get(visit_id)
+        doses = q.scheduled_doses([(t.task_id, t.time_critical) for t in v.tasks if t.kind == "medication"],
+                                  outcome=outcome, deadline=deadline, as_of=as_of, lateness_s=lateness_s,
+                                  recorded={t.task_id: t.outcome for t in out.task_outcomes} if out else None)
+        result.append((visit, doses))
     return result
-
-
-def _doses(visit: ev.VisitPlanned, outcome: q.VisitOutcome, check_out: ev.VisitCheckOut | None,
-           deadline: datetime, as_of: datetime, lateness_s: float | None) -> list[q.Dose]:
-    """Medication tasks of a judged visit: recorded outcomes at check-out; none recorded by the deadline (or
-    a missed visit) is a dose with no administration record. Pending visits and client cancellations have
-    no scheduled doses yet."""
-    if outcome is q.VisitOutcome.CANCELLED_BY_CLIENT or outcome is q.VisitOutcome.PENDING:
-        return []
-    if outcome is q.VisitOutcome.DELIVERED and check_out is None and as_of < deadline:
-        return []
-    recorded = {t.task_id: t.outcome for t in check_out.task_outcomes} if check_out else {}
-    return [q.Dose(task.time_critical, recorded.get(task.task_id) if outcome is q.VisitOutcome.DELIVERED else None,
-                   lateness_s)
-            for task in visit.tasks if task.kind == "medication"]
 
 
 def _scored_sets(events: list[ev.Event]) -> dict[str, list[q.ScoredSet]]:

@@ -6,6 +6,12 @@ event to `streams.resident.ResidentProcessor`, sends what it returns and stores 
 changelog-backed table, so a restarted or rebalanced worker continues where the last one stopped. A
 timer judges deadlines (assembly windows, escalations and observations overdue) on the same state.
 
+Another owns each location's care-quality indicators: a relay re-keys resident records, NEWS2 results
+and escalations by location onto ``location-events``; the location agent folds those and the
+location-keyed ``care-events`` into `streams.location.LocationStore` (a changelog-backed table), and a
+timer publishes each indicator whenever its value or window changes (``indicators``) and the value at
+each local midnight (``indicators.history``).
+
 Processing is at-least-once (Faust cannot use transactions on the embedded broker, streaming.md
 §3.5.1), so handling is idempotent: inputs are deduplicated by ``event_id`` and derived events get ids
 derived from their inputs. Outputs are sent before the state is stored: a crash in between repeats an
@@ -17,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import faust
 from aiokafka.partitioner import DefaultPartitioner
@@ -26,13 +32,18 @@ from pydantic import ValidationError
 from carepulse import events, topics
 from carepulse.broker import ensure_topics
 from carepulse.settings import Settings
-from indicators import escalation, news2
+from indicators import escalation, news2, quality
+from streams.location import IndicatorBoard, LocationStore, TooLate
 from streams.resident import Output, ResidentProcessor, ResidentState
 
 log = logging.getLogger(__name__)
 
 #: The resident-keyed topics the resident agent consumes (all co-partitioned by resident_id).
 RESIDENT_INPUTS = (topics.READINGS, topics.OBSERVATION_SETS, topics.RESIDENTS, topics.CLINICAL_ACTIONS)
+#: Resident-keyed topics whose events also feed a location's indicators, relayed onto LOCATION_EVENTS.
+RELAYED_TO_LOCATIONS = (topics.RESIDENTS, topics.NEWS2_SCORES, topics.ESCALATIONS)
+#: The location-keyed topics the location agent consumes (co-partitioned by location_id).
+LOCATION_INPUTS = (topics.CARE_EVENTS, topics.LOCATION_EVENTS)
 TICK_INTERVAL_S = 1.0
 
 
@@ -75,7 +86,9 @@ def create_app(settings: Settings) -> CarepulseApp:
         web_enabled=False,
     )
     app.carepulse_settings = settings
-    _register(app, settings, escalation.load_rules(settings.escalation_rules_path))
+    outputs = {spec.name: _raw_topic(app, settings, spec) for spec in topics.CATALOG}
+    _register(app, settings, escalation.load_rules(settings.escalation_rules_path), outputs)
+    _register_locations(app, settings, quality.load_rules(settings.quality_rules_path), outputs)
     return app
 
 
@@ -90,9 +103,9 @@ def _raw_topic(app: faust.App, settings: Settings, *specs: topics.TopicSpec) -> 
     )
 
 
-def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRules) -> None:
+def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRules,
+              outputs: dict[str, faust.TopicT]) -> None:
     inputs = _raw_topic(app, settings, *RESIDENT_INPUTS)
-    outputs = {spec.name: _raw_topic(app, settings, spec) for spec in topics.CATALOG}
     # Keyed by the same bytes as the input messages and placed by the same partitioner, so a resident's
     # state lives in the changelog partition matching its input partition, and the timer may write it.
     resident_states = app.Table(
@@ -118,7 +131,7 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
         async for message in stream.events():
             topic = message.message.topic
             try:
-                event = parse_resident_event(topic, message.value, message.key)
+                event = parse_keyed_event(topic, message.value, message.key)
             except ValueError as exc:
                 await dead_letter(topic, message.key, message.value, str(exc))
                 continue
@@ -149,6 +162,66 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
                 if results:
                     await send(results)
                     resident_states[key] = state.to_json()
+
+
+def _register_locations(app: faust.App, settings: Settings, rules: quality.QualityRules,
+                        outputs: dict[str, faust.TopicT]) -> None:
+    # Keys are "<location>" and "<location>|<day>|<resident>": written only by the location agent, so each
+    # lands in the changelog partition of the location's input partition (Faust's default placement).
+    table = app.Table("location-state", default=None, partitions=settings.topic_partitions, key_type=str)
+    store = LocationStore(table, rules)
+    board = IndicatorBoard(store, worker_id=settings.worker_id,
+                           wall_clock_lag=timedelta(seconds=settings.indicators_wall_clock_lag_s))
+    future_tolerance = timedelta(seconds=settings.indicators_future_tolerance_s)
+    state_lock = asyncio.Lock()
+
+    async def dead_letter(topic: str, key: bytes | None, payload: bytes, reason: str) -> None:
+        log.warning("dead letter from worker.location on %s: %s", topic, reason)
+        letter = dead_letter_event("worker.location", topic, key, payload, reason, settings.worker_id)
+        await outputs[topics.DEAD_LETTERS.name].send(key=letter.stage.encode(), value=events.to_json(letter))
+
+    @app.agent(_raw_topic(app, settings, *RELAYED_TO_LOCATIONS), name="relay-to-locations")
+    async def relay_to_locations(stream: faust.StreamT) -> None:
+        async for message in stream.events():
+            try:
+                event = events.any_event_adapter.validate_json(message.value)
+            except ValidationError:
+                continue  # the resident agent dead-letters what is invalid on its inputs; ours are valid
+            if isinstance(event, topics.LOCATION_EVENTS.value_models):
+                await outputs[topics.LOCATION_EVENTS.name].send(key=event.location_id.encode(), value=message.value)
+
+    @app.agent(_raw_topic(app, settings, *LOCATION_INPUTS), name="locations")
+    async def locations(stream: faust.StreamT) -> None:
+        async for message in stream.events():
+            topic = message.message.topic
+            try:
+                event = parse_keyed_event(topic, message.value, message.key)
+                if event.occurred_at > events.utc_now() + future_tolerance:
+                    raise ValueError(f"occurred_at {event.occurred_at.isoformat()} is in the future; "
+                                     "the device or system clock that stamped it is wrong")
+                async with state_lock:
+                    store.apply(event)
+                    store.prune(event.location_id)
+            except (ValueError, TooLate) as exc:
+                await dead_letter(topic, message.key, message.value, str(exc))
+                continue
+            board.applied(event)
+
+    @app.timer(interval=TICK_INTERVAL_S)
+    async def publish_indicators() -> None:
+        if app.rebalancing or app.in_recovery:
+            board.forget()  # the tables are moving: evaluate everything again once they are restored
+            return
+        owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.CARE_EVENTS.name}
+        now = events.utc_now()
+        for location_id in store.locations():
+            if partition_of(location_id.encode(), settings.topic_partitions) not in owned:
+                continue
+            async with state_lock:
+                updates = board.updates(location_id, now)
+            for key, update in updates:
+                spec = topics.INDICATORS if update.kind == "current" else topics.INDICATORS_HISTORY
+                await outputs[spec.name].send(key=key.encode(), value=events.to_json(update))
 
 
 class _PartitionClocks:
@@ -189,9 +262,10 @@ def partition_of(key: bytes, partitions: int) -> int:
     return DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
 
 
-def parse_resident_event(topic: str, payload: bytes, key: bytes | None) -> events.ResidentEvent:
-    """The event in `payload`, which must be one of the models the catalog allows on `topic`, keyed by its
-    resident (so that every input of a resident, and its state, land in the same partition)."""
+def parse_keyed_event(topic: str, payload: bytes, key: bytes | None) -> events.Event:
+    """The event in `payload`, which must be one of the models the catalog allows on `topic` and carry the
+    message key in the field the topic is keyed by (resident_id or location_id), so that every input of a
+    resident or a location, and its state, land in the same partition."""
     spec = topics.by_name(topic)
     try:
         event = events.any_event_adapter.validate_json(payload)
@@ -199,8 +273,8 @@ def parse_resident_event(topic: str, payload: bytes, key: bytes | None) -> event
         raise ValueError(f"invalid event: {events.describe_validation_error(exc)}") from None
     if not isinstance(event, spec.value_models):
         raise ValueError(f"a {event.event_type} event does not belong on topic {topic}")
-    if key != event.resident_id.encode():
-        raise ValueError(f"message key {key!r} is not the event's resident_id; resident topics are keyed by resident")
+    if key != str(getattr(event, spec.key)).encode():
+        raise ValueError(f"message key {key!r} is not the event's {spec.key}; {topic} is keyed by {spec.key}")
     return event
 
 
