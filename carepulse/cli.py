@@ -7,6 +7,7 @@ import logging
 import signal
 import sys
 import threading
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -216,6 +217,50 @@ def decode(
     raise typer.Exit(decode_tool.run(uuid, payload, mac=mac, key_hex=key, stdout=sys.stdout))
 
 
+indicators_cli = typer.Typer(help="Care-quality indicators: audit them from an event log.", no_args_is_help=True)
+cli.add_typer(indicators_cli, name="indicators")
+
+
+def _parse_beds(values: list[str]) -> dict[str, int]:
+    beds = {}
+    for value in values:
+        location_id, _, count = value.partition("=")
+        if not location_id or not count.isdigit():
+            raise _fail(f"--beds takes LOCATION=COUNT, e.g. loc-1=32; got {value!r}")
+        beds[location_id] = int(count)
+    return beds
+
+
+@indicators_cli.command("recompute")
+def indicators_recompute(
+    event_logs: Annotated[list[Path], typer.Argument(help="Event logs (JSON lines, one event per line); - for stdin.")],
+    as_of: Annotated[Optional[datetime], typer.Option(
+        "--as-of", formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M%z"],
+        help="End of the windows, with its UTC offset, e.g. 2026-11-23T09:00+00:00 (default: the minute "
+        "after the newest event).")] = None,
+    beds: Annotated[list[str], typer.Option(
+        help="Registered beds of a location, LOCATION=COUNT (homes under 40 beds get the 90-day falls "
+        "window). Repeatable.")] = [],
+    as_json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per indicator.")] = False,
+) -> None:
+    """Recompute every location's indicators from an event log, independently of the streaming worker
+    (for audits: export the topics with `carepulse tail <topic> --from-beginning --to-end`)."""
+    from carepulse import indicators_tool
+
+    bed_counts = _parse_beds(beds)
+    if as_of is not None and as_of.tzinfo is None:
+        raise _fail("--as-of needs a UTC offset, e.g. 2026-11-23T09:00+00:00")
+    try:
+        sources = [(str(path), sys.stdin if str(path) == "-" else path.open(encoding="utf-8")) for path in event_logs]
+    except OSError as exc:
+        raise _fail(f"cannot read {exc.filename}: {exc.strerror}") from None
+    try:
+        raise typer.Exit(indicators_tool.run(sources, sys.stdout, as_of=as_of, bed_counts=bed_counts,
+                                             as_json_lines=as_json_lines))
+    except indicators_tool.EventLogError as exc:
+        raise _fail(str(exc)) from None
+
+
 @cli.command()
 def schemas(
     write: Annotated[bool, typer.Option("--write", help="Write the schemas instead of checking them.")] = False,
@@ -241,10 +286,12 @@ def schemas(
 def tail(
     topic: Annotated[str, typer.Argument(help="Topic to read, e.g. escalations, news2-scores, dead-letters.")],
     from_beginning: Annotated[bool, typer.Option("--from-beginning", help="Start at the oldest message.")] = False,
+    to_end: Annotated[bool, typer.Option(
+        "--to-end", help="Stop at the end of the topic as it was when the command started (to export a log).")] = False,
     limit: Annotated[Optional[int], typer.Option(help="Stop after this many messages.")] = None,
 ) -> None:
     """Print the events on a topic as JSON lines, as they arrive (Ctrl-C to stop)."""
-    from kafka import KafkaConsumer
+    from kafka import KafkaConsumer, TopicPartition
 
     from carepulse.topics import by_name
 
@@ -253,17 +300,25 @@ def tail(
         by_name(topic)
     except KeyError as exc:
         raise _fail(str(exc.args[0])) from None
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=settings.bootstrap,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-    )
+    consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap, enable_auto_commit=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    consumer.assign(partitions)
+    if from_beginning:
+        consumer.seek_to_beginning()
+    else:
+        consumer.seek_to_end()
+    end_offsets = consumer.end_offsets(partitions) if to_end else {}
+    count = 0
     try:
-        for count, message in enumerate(consumer, start=1):
-            typer.echo(message.value.decode("utf-8", "backslashreplace"))
-            if limit is not None and count >= limit:
+        while True:
+            if to_end and all(consumer.position(tp) >= end_offsets[tp] for tp in partitions):
                 break
+            for records in consumer.poll(timeout_ms=500).values():
+                for record in records:
+                    typer.echo(record.value.decode("utf-8", "backslashreplace"))
+                    count += 1
+                    if limit is not None and count >= limit:
+                        return
     except KeyboardInterrupt:
         pass
     finally:
