@@ -20,6 +20,9 @@ from streams.scoring import score_observation_set, to_core
 #: Redelivery after a crash or rebalance replays the uncommitted tail of a partition (Faust commits
 #: every few seconds), and a gateway replays at most one unacknowledged round.
 RECENT_IDS_PER_RESIDENT = 64
+#: How many acknowledgements read ahead of their episode a resident's state holds (the oldest go first);
+#: far more than a resident has episodes in the days a backlog can span.
+MAX_PENDING_ACKNOWLEDGEMENTS = 16
 
 
 def _short(event_id: uuid.UUID | str) -> str:
@@ -46,9 +49,10 @@ class ResidentState:
     open_set: assembly.OpenSet | None = None
     episode: escalation.Episode | None = None
     due: monitoring.ObservationDue | None = None
-    # An acknowledgement read before the escalation it answers (inputs arrive on different topics, whose
-    # relative order is not guaranteed): applied when an episode raised at or before its time opens.
-    early_acknowledgement: tuple[datetime, str] | None = None
+    # Acknowledgements read while no episode was open, oldest first: inputs arrive on different topics, read
+    # in no guaranteed relative order (a backlog of acknowledgements can be read before the observations they
+    # answer). Each waits until the resident's event time reaches it, then answers the episode open then.
+    pending_acknowledgements: tuple[tuple[datetime, str], ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -61,10 +65,7 @@ class ResidentState:
             "open_set": self.open_set.to_json() if self.open_set else None,
             "episode": self.episode.to_json() if self.episode else None,
             "due": self.due.to_json() if self.due else None,
-            "early_acknowledgement": (
-                [self.early_acknowledgement[0].isoformat(), self.early_acknowledgement[1]]
-                if self.early_acknowledgement else None
-            ),
+            "pending_acknowledgements": [[at.isoformat(), by] for at, by in self.pending_acknowledgements],
         }
 
     @classmethod
@@ -85,9 +86,8 @@ class ResidentState:
             open_set=assembly.OpenSet.from_json(data["open_set"]) if data.get("open_set") else None,
             episode=escalation.Episode.from_json(data["episode"]) if data.get("episode") else None,
             due=monitoring.ObservationDue.from_json(data["due"]) if data.get("due") else None,
-            early_acknowledgement=(
-                (datetime.fromisoformat(data["early_acknowledgement"][0]), data["early_acknowledgement"][1])
-                if data.get("early_acknowledgement") else None
+            pending_acknowledgements=tuple(
+                (datetime.fromisoformat(at), by) for at, by in data.get("pending_acknowledgements", ())
             ),
         )
 
@@ -122,6 +122,10 @@ class ResidentProcessor:
         self.outputs = []
         latest_before = state.latest_reading_at
         state = state.remember(event)
+        if not isinstance(event, events.EscalationAcknowledgement):
+            # Observations, records and reviews move the resident's episode on in event time; acknowledgements
+            # do not (a backlog of them may be read ahead of everything else).
+            state = self._answer_pending(state, event.occurred_at, event.source, now)
         match event:
             case events.DeviceReading() | events.ManualObservation():
                 state = self._on_reading(state, event, latest_before, now)
@@ -202,22 +206,34 @@ class ResidentProcessor:
         episode, transitions = escalation.on_score(state.episode, facts, self.rules, new_id)
         state = replace(state, episode=episode)
         self._publish_transitions(state, transitions, source, now)
-        if transitions and state.early_acknowledgement is not None:
-            at, by = state.early_acknowledgement
-            state = self._acknowledge(replace(state, early_acknowledgement=None), at, by, source, now)
         return state
 
     def _acknowledge(
         self, state: ResidentState, at: datetime, by: str, source: events.Source, now: datetime
     ) -> ResidentState:
-        """An acknowledgement answers the episode as it stood when it was made: one made before the episode
-        was raised (or upgraded) waits for it; one made before an upgrade does not answer the worse band."""
-        if state.episode is None or at < state.episode.raised_at:
-            keep = state.early_acknowledgement is None or at > state.early_acknowledgement[0]
-            return replace(state, early_acknowledgement=(at, by)) if keep and state.episode is None else state
+        """An acknowledgement answers the episode as it stood when it was made. One made before the open band
+        was raised answered an earlier band, not this one (`escalation.on_acknowledgement`). One made while
+        no episode is open here yet waits, in case it answers an episode whose observations are still to be
+        read; see `_answer_pending`."""
+        if state.episode is None:
+            pending = tuple(sorted({*state.pending_acknowledgements, (at, by)}))[-MAX_PENDING_ACKNOWLEDGEMENTS:]
+            return replace(state, pending_acknowledgements=pending)
         episode, transitions = escalation.on_acknowledgement(state.episode, at, by)
         state = replace(state, episode=episode)
         self._publish_transitions(state, transitions, source, now)
+        return state
+
+    def _answer_pending(self, state: ResidentState, until: datetime, source: events.Source, now: datetime
+                        ) -> ResidentState:
+        """Apply the waiting acknowledgements made at or before `until`, the resident's event time, in the
+        order they were made: each answers the episode open at that point, or nothing if none is."""
+        due = [pending for pending in state.pending_acknowledgements if pending[0] <= until]
+        if not due:
+            return state
+        state = replace(state, pending_acknowledgements=state.pending_acknowledgements[len(due):])
+        for at, by in due:
+            if state.episode is not None:
+                state = self._acknowledge(state, at, by, source, now)
         return state
 
     def _on_resident_record(self, state: ResidentState, record: events.ResidentRecord, now: datetime) -> ResidentState:
@@ -239,6 +255,8 @@ class ResidentProcessor:
         state = replace(state, open_set=open_set)
         for assembled in ready:
             state = self._score_set(state, self._set_event(state, assembled, now), now)
+        # Acknowledgements made before the deadline count before it is judged.
+        state = self._answer_pending(state, clock, state.source or events.Source(gateway_id=self.worker_id), now)
         if escalation.escalation_overdue(state.episode, clock):
             episode = state.episode
             self._emit(topics.ESCALATIONS, events.EscalationOverdue(

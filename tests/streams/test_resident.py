@@ -442,3 +442,27 @@ def test_a_shuffled_round_yields_the_same_episode_outcome_and_set():
     assert expected[:2] == (1, "high") and [total for total, _ in expected[2]] == [15]
     for order in itertools.permutations(readings):
         assert outcome(run(list(order))[1]) == expected
+
+
+def test_acknowledgements_read_ahead_of_their_observations_each_answer_their_own_episode():
+    """A backlog read topic by topic: both acknowledgements before any observation. Each answers the episode
+    open when it was made, so neither episode goes overdue; the state survives a restart at every step."""
+    acks = [acknowledgement(T0 + 10 * MIN), acknowledgement(T0 + 5 * H + 10 * MIN, "nurse-2")]
+    steps = [*acks, a_set(T0, **RED_VITALS), Tick(T0 + 40 * MIN), review(T0 + 2 * H),
+             a_set(T0 + 5 * H, **RED_VITALS), Tick(T0 + 5 * H + 40 * MIN)]
+    for restart in (False, True):
+        state, published = run(steps, restart=restart)
+        outputs = [o.event for step in published for o in step if not isinstance(o.event, events.News2Scored)]
+        assert [(type(e).__name__, getattr(e, "status", None), getattr(e, "acknowledged_at", None),
+                 getattr(e, "acknowledged_by", None)) for e in outputs] == [
+            ("Escalation", "raised", None, None), ("Escalation", "acknowledged", T0 + 10 * MIN, "nurse-1"),
+            ("Escalation", "resolved", T0 + 10 * MIN, "nurse-1"),
+            ("Escalation", "raised", None, None), ("Escalation", "acknowledged", T0 + 5 * H + 10 * MIN, "nurse-2")]
+        assert state.pending_acknowledgements == ()
+
+
+def test_an_acknowledgement_made_while_no_episode_was_open_answers_no_later_episode():
+    steps = [acknowledgement(T0), a_set(T0 + H, **RED_VITALS), Tick(T0 + H + 30 * MIN)]
+    _, published = run(steps)
+    assert [b for step in briefs(published) for b in step if b[0] != "score"] == [
+        ("escalation", "raised", "high", 15), ("escalation_overdue", "high", T0 + H + 30 * MIN)]
