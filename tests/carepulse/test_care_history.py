@@ -1,0 +1,315 @@
+"""The seeded care-activity generator (carepulse/care_history.py): deterministic, valid, realistic enough.
+
+Two logs are generated once per module: 35 days of the demo's four locations and 21 days of the three test
+locations. Their NEWS2 scores and escalations are derived as the worker would derive them (the pure
+`streams.resident.ResidentProcessor`), and the batch oracle `indicators.recompute.recompute` turns each log
+into indicators, which must show the colours each location was designed for.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from datetime import datetime, timedelta
+
+import pytest
+
+from carepulse import care_history, topics
+from carepulse import events as ev
+from carepulse.care_history import (
+    CareActivity,
+    LocationProfile,
+    bed_counts,
+    delivery_with_faults,
+    demo_profiles,
+    topic_and_key,
+)
+from indicators.escalation import load_rules
+from indicators.quality import CARE_TZ, IndicatorValue, Rag
+from indicators.recompute import recompute
+from streams.resident import ResidentProcessor, ResidentState
+
+#: A Monday; 35 days from it cross the end of British Summer Time (25 October 2026).
+START = datetime(2026, 10, 5, tzinfo=CARE_TZ)
+DEMO_END = START + timedelta(days=35)
+TEST_END = START + timedelta(days=21)
+SEED = 1
+G, A, R, I = Rag.GREEN, Rag.AMBER, Rag.RED, Rag.INSUFFICIENT_DATA
+CARE_HOME_INDICATORS = ("falls_rate", "falls_with_harm_rate", "hydration_days_met",
+                        "hydration_consumed_vs_offered", "call_bell_response", "escalation_timeliness",
+                        "observation_compliance")
+
+
+def worker_outputs(log: list[ev.Event]) -> list[ev.Event]:
+    """The NEWS2 scores and escalations the worker derives from the log's resident inputs, in event order."""
+    processor = ResidentProcessor(load_rules(), "worker-test")
+    states: dict[str, ResidentState] = defaultdict(ResidentState)
+    derived = []
+    for event in log:
+        if isinstance(event, (ev.ResidentRecord, ev.ObservationSet, ev.EscalationAcknowledgement)):
+            state = states[event.resident_id]
+            states[event.resident_id], outputs = processor.handle(state, event, event.received_at)
+            derived += [o.event for o in outputs]
+    return derived
+
+
+def indicators(log: list[ev.Event], derived: list[ev.Event], as_of: datetime,
+               profiles: list[LocationProfile]) -> dict[tuple[str, str], IndicatorValue]:
+    values = recompute(log + derived, as_of=as_of, bed_counts=bed_counts(profiles))
+    return {(v.location_id, v.indicator_id): v for v in values}
+
+
+@pytest.fixture(scope="module")
+def demo_log() -> list[ev.Event]:
+    return CareActivity(demo_profiles(), start=START, seed=SEED).advance(DEMO_END)
+
+
+@pytest.fixture(scope="module")
+def test_log() -> list[ev.Event]:
+    return CareActivity(care_history.replay_profiles(), start=START, seed=SEED).advance(TEST_END)
+
+
+@pytest.fixture(scope="module")
+def demo_derived(demo_log) -> list[ev.Event]:
+    return worker_outputs(demo_log)
+
+
+@pytest.fixture(scope="module")
+def demo_indicators(demo_log, demo_derived) -> dict[tuple[str, str], IndicatorValue]:
+    return indicators(demo_log, demo_derived, DEMO_END, demo_profiles())
+
+
+@pytest.fixture(scope="module")
+def test_indicators(test_log) -> dict[tuple[str, str], IndicatorValue]:
+    return indicators(test_log, worker_outputs(test_log), TEST_END, care_history.replay_profiles())
+
+
+# --- determinism and the advance contract -------------------------------------------------------------------
+
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+
+
+@pytest.mark.parametrize("splits", [
+    pytest.param([], id="one call"),
+    pytest.param([7 * H + 13 * M, 24 * H + 5 * M, 71 * H + 59 * M], id="mid-step splits"),
+    pytest.param([n * H for n in range(1, 72)], id="hourly"),
+    pytest.param([START.astimezone(CARE_TZ).replace(hour=18) - START + n * M for n in range(0, 30, 7)],
+                 id="through the roster publication"),
+])
+def test_events_do_not_depend_on_how_advance_splits_time(splits):
+    end = START + timedelta(days=3)
+    whole = CareActivity(care_history.replay_profiles(), start=START, seed=SEED).advance(end)
+    activity = CareActivity(care_history.replay_profiles(), start=START, seed=SEED)
+    pieces = [event for split in splits for event in activity.advance(START + split)] + activity.advance(end)
+    assert pieces == whole
+    assert len({e.event_id for e in whole}) == len(whole) > 1000
+
+
+def test_each_advance_returns_its_interval_sorted_by_event_time():
+    activity = CareActivity(demo_profiles(), start=START, seed=SEED)
+    cursor = START
+    two_days = START + timedelta(days=2)
+    for until in (START + 30 * M, START + 19 * H + 1 * M, two_days, two_days):
+        batch = activity.advance(until)
+        times = [e.occurred_at for e in batch]
+        assert times == sorted(times)
+        assert all(cursor <= t < until for t in times)
+        assert activity.cursor == until
+        cursor = until
+
+
+def test_the_seed_changes_the_activity_and_time_cannot_go_back():
+    day = START + timedelta(days=1)
+    one = CareActivity(care_history.replay_profiles(), start=START, seed=1).advance(day)
+    two = CareActivity(care_history.replay_profiles(), start=START, seed=2).advance(day)
+    assert [e.event_id for e in one] != [e.event_id for e in two]
+    activity = CareActivity(care_history.replay_profiles(), start=START, seed=1)
+    activity.advance(day)
+    with pytest.raises(ValueError, match="cannot go back"):
+        activity.advance(day - M)
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: LocationProfile("loc-x", "hospital", 10), "kind must be care_home or homecare"),
+    (lambda: LocationProfile("loc-x", "care_home", 3, permanent_people=4), "permanent_people"),
+    (lambda: LocationProfile("loc-x", "care_home", 3, fall_harm_shares=(("none", 0.5),)), "add up to 1"),
+    (lambda: LocationProfile("loc-x", "homecare", 3, visits_per_client_day=(5,)), "1 to 4"),
+    (lambda: CareActivity([], start=datetime(2026, 10, 5), seed=1), "timezone-aware"),
+    (lambda: CareActivity(care_history.replay_profiles() * 2, start=START, seed=1), "once"),
+])
+def test_bad_profiles_are_refused_with_a_sentence(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+# --- contracts, topics and volumes --------------------------------------------------------------------------
+
+def test_every_event_round_trips_through_the_wire_form(test_log):
+    for event in test_log:
+        assert ev.any_event_adapter.validate_json(ev.to_json(event)) == event
+
+
+@pytest.mark.parametrize("model, topic, key_field", [
+    (ev.ResidentRecord, topics.RESIDENTS, "resident_id"),
+    (ev.ObservationSet, topics.OBSERVATION_SETS, "resident_id"),
+    (ev.EscalationAcknowledgement, topics.CLINICAL_ACTIONS, "resident_id"),
+    (ev.FluidIntake, topics.CARE_EVENTS, "location_id"),
+    (ev.Fall, topics.CARE_EVENTS, "location_id"),
+    (ev.CallBell, topics.CARE_EVENTS, "location_id"),
+    (ev.VisitPlanned, topics.CARE_EVENTS, "location_id"),
+    (ev.VisitCheckIn, topics.CARE_EVENTS, "location_id"),
+    (ev.VisitCheckOut, topics.CARE_EVENTS, "location_id"),
+    (ev.VisitCancelled, topics.CARE_EVENTS, "location_id"),
+])
+def test_each_kind_of_event_goes_to_its_input_topic_with_its_key(test_log, model, topic, key_field):
+    produced = [e for e in test_log if type(e) is model]
+    assert produced, f"the test log has no {model.__name__}"
+    assert {topic_and_key(e) for e in produced} == {(topic, getattr(e, key_field)) for e in produced}
+
+
+def test_derived_events_have_no_input_topic(demo_derived):
+    scored = next(e for e in demo_derived if isinstance(e, ev.News2Scored))
+    with pytest.raises(ValueError, match="News2Scored is not an input event"):
+        topic_and_key(scored)
+
+
+@pytest.mark.parametrize("log_name, at_most", [("demo_log", 60_000), ("test_log", 12_000)])
+def test_volumes_stay_within_what_a_test_or_demo_can_replay(request, log_name, at_most):
+    log = request.getfixturevalue(log_name)
+    per_location = Counter(e.location_id for e in log)
+    assert 0.5 * at_most < len(log) <= at_most
+    assert min(per_location.values()) > len(log) / 10  # every location contributes
+
+
+# --- what the activity contains -----------------------------------------------------------------------------
+
+def test_acknowledgements_answer_open_escalations_and_every_band_is_acknowledged(demo_log, demo_derived):
+    acknowledgements = sum(1 for e in demo_log if isinstance(e, ev.EscalationAcknowledgement))
+    statuses = Counter(e.status for e in demo_derived if isinstance(e, ev.Escalation))
+    assert acknowledgements == statuses["acknowledged"] > 20
+    # Every band raised or upgraded more than 2.5 deadlines (2.5 h) before the end was acknowledged.
+    bands = {(e.episode_id, e.raised_at) for e in demo_derived if isinstance(e, ev.Escalation)
+             and e.status in ("raised", "upgraded") and e.raised_at < DEMO_END - timedelta(hours=2.5)}
+    acknowledged = {(e.episode_id, e.raised_at) for e in demo_derived
+                    if isinstance(e, ev.Escalation) and e.status == "acknowledged"}
+    assert bands <= acknowledged
+
+
+def test_the_live_demo_residents_are_admitted_at_the_start_and_stay(demo_log):
+    records = defaultdict(list)
+    for e in demo_log:
+        if isinstance(e, ev.ResidentRecord) and e.location_id == "loc-demo-oakwood":
+            records[e.resident_id].append((e.occurred_at, e.status))
+    for n in range(1, 6):
+        assert records[f"res-oakwood-{n:03d}"] == [(START, "admitted")]
+
+
+def test_care_homes_admit_everyone_then_residents_come_and_go(demo_log):
+    statuses = Counter((e.location_id, e.status) for e in demo_log if isinstance(e, ev.ResidentRecord))
+    first = Counter(e.location_id for e in demo_log
+                    if isinstance(e, ev.ResidentRecord) and e.occurred_at == START)
+    assert first == {p.location_id: p.people for p in demo_profiles()}
+    assert sum(n for (_, status), n in statuses.items() if status == "in_hospital") >= 2
+    assert sum(n for (_, status), n in statuses.items() if status == "discharged") >= 2
+    for profile in demo_profiles():
+        if profile.kind == "care_home":  # new admissions fill the beds that became free
+            assert statuses[(profile.location_id, "admitted")] > profile.people
+
+
+def test_device_alerts_are_confirmed_with_the_same_alert_id_or_never(demo_log):
+    alerts = {e.alert_id: e.occurred_at for e in demo_log if isinstance(e, ev.Fall) and not e.confirmed}
+    confirmed_device = [e for e in demo_log
+                        if isinstance(e, ev.Fall) and e.confirmed and e.detected_by == "device"]
+    assert confirmed_device and all(alerts[e.alert_id] < e.occurred_at for e in confirmed_device)
+    assert len(alerts) > len(confirmed_device)  # some alerts were false and never confirmed
+    harms = Counter(e.harm for e in demo_log if isinstance(e, ev.Fall) and e.confirmed)
+    assert harms["none"] > harms["low"] > harms["moderate"] + harms["severe"] > 0
+
+
+def test_call_bells_are_answered_after_they_are_raised_and_tests_have_no_resident(demo_log):
+    raised, answered = {}, {}
+    for e in demo_log:
+        if isinstance(e, ev.CallBell):
+            (raised if e.phase == "raised" else answered)[e.call_id] = e
+    assert set(answered) < set(raised)  # a few calls were never answered
+    assert all(raised[call_id].occurred_at < bell.occurred_at for call_id, bell in answered.items())
+    tests = [e for e in raised.values() if e.call_type == "test"]
+    assert tests and all(e.resident_id is None for e in tests)
+    assert Counter(e.priority for e in raised.values())["emergency"] > 0
+
+
+def test_homecare_rosters_are_published_the_evening_before(demo_log):
+    planned = [e for e in demo_log if isinstance(e, ev.VisitPlanned)]
+    for visit in planned:
+        published = visit.occurred_at.astimezone(CARE_TZ)
+        day = visit.planned_start.astimezone(CARE_TZ).date()
+        if visit.occurred_at == START:  # the first day's roster: the history starts that morning
+            assert day == START.date()
+        else:
+            assert (published.date(), published.hour) == (day - timedelta(days=1), 18)
+    tasks = Counter((task.kind, task.time_critical) for visit in planned for task in visit.tasks)
+    assert tasks[("medication", True)] > 0 and tasks[("medication", False)] > 0
+
+
+# --- delivery with faults -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("duplicate_share, late_share", [(0.03, 0.05), (0.1, 0.0), (0.0, 0.2), (0.0, 0.0)])
+def test_delivery_keeps_every_event_duplicates_a_share_and_delays_within_the_bound(test_log, duplicate_share,
+                                                                                   late_share):
+    max_delay = timedelta(hours=2)
+    delivered = delivery_with_faults(test_log, seed=SEED, duplicate_share=duplicate_share,
+                                     late_share=late_share, max_delay=max_delay)
+    copies = Counter(e.event_id for e in delivered)
+    assert set(copies) == {e.event_id for e in test_log}
+    extra = len(delivered) - len(test_log)
+    assert abs(extra - duplicate_share * len(test_log)) <= 0.2 * duplicate_share * len(test_log)
+    by_id = {e.event_id: e for e in test_log}
+    assert all(e is by_id[e.event_id] for e in delivered)  # a duplicate is the same event
+    # Nothing arrives after an event more than max_delay younger than it; a first copy is "late" when a
+    # younger event came before it.
+    watermark, late, seen = START, 0, set()
+    for event in delivered:
+        assert watermark - event.occurred_at <= max_delay
+        if event.event_id not in seen and event.occurred_at < watermark:
+            late += 1
+        seen.add(event.event_id)
+        watermark = max(watermark, event.occurred_at)
+    assert abs(late - late_share * len(test_log)) <= 0.2 * late_share * len(test_log)
+    if duplicate_share == late_share == 0:
+        assert delivered == test_log
+
+
+# --- the indicators each location was designed to show ------------------------------------------------------
+
+@pytest.mark.parametrize("location_id, indicator_id, expected", [
+    ("loc-demo-oakwood", "falls_rate", {G, A}),
+    ("loc-demo-oakwood", "hydration_days_met", {G}),
+    ("loc-demo-oakwood", "call_bell_response", {G}),
+    ("loc-demo-willows", "falls_rate", {R}),
+    ("loc-demo-willows", "hydration_days_met", {R}),
+    ("loc-demo-larches", "call_bell_response", {R}),
+    ("loc-demo-careway", "missed_visits", {R}),
+    ("loc-demo-careway", "late_visits", {R}),
+    ("loc-demo-careway", "missed_medication_doses", {R}),
+])
+def test_demo_locations_show_the_colours_they_were_designed_for(demo_indicators, location_id, indicator_id,
+                                                                expected):
+    assert demo_indicators[(location_id, indicator_id)].status in expected
+
+
+def test_oakwood_is_mostly_green_and_never_red(demo_indicators):
+    statuses = Counter(demo_indicators[("loc-demo-oakwood", i)].status for i in CARE_HOME_INDICATORS)
+    assert statuses[R] == 0 and statuses[G] >= 5
+
+
+@pytest.mark.parametrize("location_id", ["loc-test-birches", "loc-test-hollies"])
+def test_test_care_homes_have_enough_data_for_most_indicators_in_21_days(test_indicators, location_id):
+    sufficient = [i for i in CARE_HOME_INDICATORS if test_indicators[(location_id, i)].status is not I]
+    assert len(sufficient) >= 6, sufficient
+
+
+def test_test_locations_show_several_colours(test_indicators):
+    homecare = {test_indicators[("loc-test-homeway", i)].status
+                for i in ("missed_visits", "late_visits", "missed_medication_doses")}
+    assert I not in homecare
+    assert {G, A, R} <= {v.status for v in test_indicators.values()}
