@@ -14,6 +14,7 @@ from typing import Annotated, Optional
 import typer
 
 from carepulse.settings import Settings
+from feed.cli import feed_app
 
 cli = typer.Typer(
     name="carepulse",
@@ -74,7 +75,8 @@ def _wait_for_stop_signal() -> None:
 
 @cli.command()
 def worker() -> None:
-    """Run the stream worker (NEWS2 scoring and escalations); same as `faust -A streams.app worker`."""
+    """Run the stream worker (NEWS2 scoring, escalations, care-quality indicators); same as
+    `faust -A streams.app worker`."""
     from faust.worker import Worker
 
     settings = Settings()
@@ -183,7 +185,8 @@ def demo(
         Optional[float], typer.Option(help="Stop by itself after this many seconds (default: run until Ctrl-C).")
     ] = None,
 ) -> None:
-    """Run the whole pipeline on the embedded broker with a simulated care home, and show escalations live."""
+    """Run the whole pipeline on the embedded broker with simulated care homes; show escalations and
+    indicators live."""
     from carepulse.demo import run_demo
 
     settings = Settings()
@@ -216,6 +219,8 @@ def decode(
 
     raise typer.Exit(decode_tool.run(uuid, payload, mac=mac, key_hex=key, stdout=sys.stdout))
 
+
+cli.add_typer(feed_app, name="feed")
 
 indicators_cli = typer.Typer(help="Care-quality indicators: audit them from an event log.", no_args_is_help=True)
 cli.add_typer(indicators_cli, name="indicators")

@@ -85,6 +85,32 @@ class Settings(BaseSettings):
     def uses_embedded_broker(self) -> bool:
         return self.kafka_bootstrap is None
 
+    # --- regulator feed (feed/): fields feed_*, read from CAREPULSE_FEED_* ----------------------------
+    feed_database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the feed's database, e.g. postgresql+psycopg://user@host/carepulse_feed. "
+        "Unset: an embedded SQLite file, feed.sqlite3 in the data directory.",
+    )
+    feed_host: str = Field(default="127.0.0.1", description="Address the regulator feed API listens on.")
+    feed_port: int = Field(default=8480, ge=1, le=65535, description="Port of the regulator feed API.")
+    feed_consumer_group: str = Field(default="carepulse-feed", description="Kafka consumer group of the feed.")
+    feed_consume: bool = Field(
+        default=True, description="Consume the topics into the database; off: serve the database only."
+    )
+    feed_suppression_threshold: int = Field(
+        default=5, ge=1,
+        description="Counts below this are shown to the regulator as suppressed (small-cell suppression, "
+        "cqc_domain.md §5).",
+    )
+    feed_public_base_url: str = Field(
+        default="http://127.0.0.1:8480",
+        description="Base URL the feed is reached at; used in FHIR canonical URLs and identifier systems.",
+    )
+    feed_inspection_window_days: int = Field(
+        default=28, ge=1, le=366, description="Trend window of the mock digital inspection (28 days, §2.1)."
+    )
+    # --- end of regulator feed settings ------------------------------------------------------------------
+
 
 def child_environment(**overrides: str) -> dict[str, str]:
     """This process's environment with some ``CAREPULSE_*`` variables overridden, for a child process

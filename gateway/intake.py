@@ -31,6 +31,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carepulse import events, topics
+from carepulse.problems import InvalidRequest, Problem
 from carepulse.topics import TopicSpec
 from gateway.buffer import BufferFull
 from gateway.publisher import Publisher
@@ -167,19 +168,6 @@ class Accepted(BaseModel):
 class Health(BaseModel):
     status: Literal["ok"] = "ok"
     buffer_depth: int
-
-
-class Problem(BaseModel):
-    error: str
-
-
-class FieldProblem(BaseModel):
-    field: str
-    message: str
-
-
-class InvalidRequest(Problem):
-    details: list[FieldProblem]
 
 
 _ERRORS: dict[int | str, dict[str, Any]] = {

@@ -1,0 +1,309 @@
+"""Topics into the database: pure upsert functions (one transaction per batch) and the aiokafka loop.
+
+At-least-once: offsets are committed only after the batch's rows are committed, so a crash re-delivers and
+the upserts make re-delivery harmless — a current indicator is replaced only by one at least as recent
+(`window_end`), a snapshot by its key, and an escalation event is applied once by its ``event_id``.
+
+The store functions return `LiveEvent`s, what changed, for the live stream: an indicator change, and red
+alerts (an indicator turning red; a high-risk escalation raised or upgraded; a missed escalation deadline).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy import Connection, Engine, select, update
+
+from carepulse import events, topics
+from carepulse.settings import Settings
+from feed import db
+from feed.live import LiveEvent, LiveHub
+from indicators.quality import CARE_TZ
+
+log = logging.getLogger(__name__)
+
+TOPICS = (topics.INDICATORS.name, topics.INDICATORS_HISTORY.name, topics.ESCALATIONS.name)
+
+_escalation_adapter: TypeAdapter[events.Escalation | events.EscalationOverdue] = TypeAdapter(
+    events.Escalation | events.EscalationOverdue
+)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One consumed message, broker-independent (what the pure functions need)."""
+
+    topic: str
+    key: str | None
+    value: bytes
+
+
+def touch_location(conn: Connection, location_id: str, at: datetime, now: datetime) -> None:
+    """A location seen on a topic: learned with provider unknown if not registered; `last_event_at` advances."""
+    insert = db.insert_for(conn)
+    statement = insert(db.locations).values(
+        location_id=location_id, provider_id=None, name=None, registered=False, first_seen_at=now, last_event_at=at
+    )
+    conn.execute(statement.on_conflict_do_nothing(index_elements=["location_id"]))
+    conn.execute(
+        update(db.locations)
+        .where(db.locations.c.location_id == location_id)
+        .where((db.locations.c.last_event_at.is_(None)) | (db.locations.c.last_event_at < at))
+        .values(last_event_at=at)
+    )
+
+
+def _indicator_values(update_: events.IndicatorUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "location_id": update_.location_id,
+        "indicator_id": update_.indicator_id,
+        "event_id": str(update_.event_id),
+        "title": update_.title,
+        "unit": update_.unit,
+        "window_start": update_.window_start,
+        "window_end": update_.window_end,
+        "numerator": update_.numerator,
+        "denominator": update_.denominator,
+        "value": update_.value,
+        "status": update_.status,
+        "minimum_denominator": update_.minimum_denominator,
+        "direction": update_.direction,
+        "green": update_.green.model_dump(),
+        "red": update_.red.model_dump(),
+        "details": update_.details,
+        "rules_version": update_.rules_version,
+        "stored_at": now,
+    }
+
+
+def snapshot_day(key: str | None, update_: events.IndicatorUpdate) -> date:
+    """The local date a daily snapshot belongs to: the one in its topic key
+    (``<location>|<indicator>|<YYYY-MM-DD>``, `topics.indicator_history_key`), else the local date of its
+    window end."""
+    if key:
+        parts = key.split("|")
+        if len(parts) == 3:
+            try:
+                return date.fromisoformat(parts[2])
+            except ValueError:
+                pass
+    return update_.window_end.astimezone(CARE_TZ).date()
+
+
+def store_indicator(conn: Connection, update_: events.IndicatorUpdate, *, key: str | None,
+                    now: datetime) -> list[LiveEvent]:
+    """Upsert one IndicatorUpdate; a "current" one that changes the stored value yields live events."""
+    touch_location(conn, update_.location_id, update_.occurred_at, now)
+    values = _indicator_values(update_, now)
+    insert = db.insert_for(conn)
+    if update_.kind == "daily_snapshot":
+        table = db.indicators_history
+        statement = insert(table).values(**values, day=snapshot_day(key, update_))
+        conn.execute(statement.on_conflict_do_update(
+            index_elements=["location_id", "indicator_id", "day"],
+            set_={name: statement.excluded[name] for name in values if name not in ("location_id", "indicator_id")},
+            where=table.c.window_end <= statement.excluded.window_end,
+        ))
+        return []
+
+    table = db.indicators_current
+    previous = conn.execute(
+        select(table.c.event_id, table.c.status, table.c.window_end)
+        .where(table.c.location_id == update_.location_id, table.c.indicator_id == update_.indicator_id)
+    ).first()
+    if previous is not None and (previous.event_id == str(update_.event_id) or previous.window_end > update_.window_end):
+        return []  # a re-delivery, or older than what is stored
+    statement = insert(table).values(**values)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["location_id", "indicator_id"],
+        set_={name: statement.excluded[name] for name in values if name not in ("location_id", "indicator_id")},
+        where=table.c.window_end <= statement.excluded.window_end,
+    ))
+    live = [LiveEvent("indicator", update_.location_id, values)]
+    if update_.status == "red" and (previous is None or previous.status != "red"):
+        live.append(LiveEvent("red_alert", update_.location_id, {"alert": "indicator_red", **values}))
+    return live
+
+
+def _episode_alert(kind: str, event: events.Escalation | events.EscalationOverdue) -> LiveEvent:
+    payload = {
+        "alert": kind,
+        "event_id": str(event.event_id),
+        "episode_id": str(event.episode_id),
+        "location_id": event.location_id,
+        "resident_id": event.resident_id,
+        "risk": event.risk,
+        "occurred_at": event.occurred_at,
+    }
+    if isinstance(event, events.Escalation):
+        payload.update(status=event.status, total=event.total, deadline_at=event.deadline_at)
+    else:
+        payload.update(status="overdue", deadline_at=event.deadline_at)
+    return LiveEvent("red_alert", event.location_id, payload)
+
+
+def store_escalation(conn: Connection, event: events.Escalation | events.EscalationOverdue, *,
+                     now: datetime) -> list[LiveEvent]:
+    """Apply one escalation event to its episode, once (deduplicated by event id)."""
+    insert = db.insert_for(conn)
+    inserted = conn.execute(
+        insert(db.escalation_events)
+        .values(event_id=str(event.event_id), episode_id=str(event.episode_id), event_type=event.event_type,
+                location_id=event.location_id, occurred_at=event.occurred_at, stored_at=now)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(db.escalation_events.c.event_id)
+    ).first()
+    if inserted is None:
+        return []  # already applied
+    touch_location(conn, event.location_id, event.occurred_at, now)
+    episodes = db.escalation_episodes
+    episode_id = str(event.episode_id)
+    current = conn.execute(select(episodes).where(episodes.c.episode_id == episode_id)).first()
+    if isinstance(event, events.EscalationOverdue):
+        if current is None:
+            conn.execute(episodes.insert().values(
+                episode_id=episode_id, location_id=event.location_id, resident_id=event.resident_id,
+                risk=event.risk, status="raised", total=None, raised_at=event.raised_at,
+                deadline_at=event.deadline_at, acknowledged_at=None, overdue=True,
+                last_occurred_at=event.occurred_at, rules_version=None,
+            ))
+        else:
+            conn.execute(update(episodes).where(episodes.c.episode_id == episode_id).values(overdue=True))
+        return [_episode_alert("escalation_overdue", event)]
+
+    state = {
+        "risk": event.risk, "status": event.status, "total": event.total,
+        "deadline_at": event.deadline_at, "acknowledged_at": event.acknowledged_at,
+        "last_occurred_at": event.occurred_at, "rules_version": event.rules_version,
+    }
+    if current is None:
+        conn.execute(episodes.insert().values(
+            episode_id=episode_id, location_id=event.location_id, resident_id=event.resident_id,
+            raised_at=event.raised_at or event.occurred_at, overdue=False, **state,
+        ))
+    elif event.occurred_at >= current.last_occurred_at:
+        if state["acknowledged_at"] is None:
+            state["acknowledged_at"] = current.acknowledged_at
+        conn.execute(update(episodes).where(episodes.c.episode_id == episode_id).values(**state))
+    # else: an older event arriving late; its id is recorded, the episode keeps its newer state
+    if event.risk == "high" and event.status in ("raised", "upgraded"):
+        return [_episode_alert("escalation_high", event)]
+    return []
+
+
+def store_records(conn: Connection, records: Iterable[Record], now: datetime,
+                  on_invalid: Callable[[Record, str], None]) -> list[LiveEvent]:
+    """Store a batch of consumed records in one transaction (the caller's); unreadable ones are reported
+    to `on_invalid` with the reason and skipped, so one bad message never blocks a partition."""
+    live: list[LiveEvent] = []
+    for record in records:
+        try:
+            if record.topic == topics.ESCALATIONS.name:
+                live.extend(store_escalation(conn, _escalation_adapter.validate_json(record.value), now=now))
+            else:
+                update_ = events.parse(events.IndicatorUpdate, record.value)
+                live.extend(store_indicator(conn, update_, key=record.key, now=now))
+        except ValidationError as exc:
+            on_invalid(record, events.describe_validation_error(exc))
+    return live
+
+
+# --- the consumer loop ---------------------------------------------------------------------------------
+
+ConsumerStateName = Literal["disabled", "starting", "consuming", "reconnecting", "stopped"]
+
+
+@dataclass
+class ConsumerStatus:
+    """What the health endpoint reports about the consumer."""
+
+    state: ConsumerStateName = "starting"
+    detail: str | None = None
+    last_message_at: datetime | None = None
+    messages_stored: int = 0
+    invalid_messages: int = 0
+    assigned_partitions: list[str] = field(default_factory=list)
+
+
+class FeedConsumer:
+    """Consumes the feed topics into the database in its own consumer group, from the earliest offset;
+    retries with backoff while the broker is unreachable. The HTTP API never waits on it."""
+
+    def __init__(self, settings: Settings, engine: Engine, hub: LiveHub, status: ConsumerStatus,
+                 now: Callable[[], datetime] = events.utc_now) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.hub = hub
+        self.status = status
+        self.now = now
+
+    def _on_invalid(self, record: Record, reason: str) -> None:
+        self.status.invalid_messages += 1
+        # The reason names fields, never values, so no resident id reaches the log.
+        log.warning("skipped an unreadable message on %s: %s", record.topic, reason[:300])
+
+    def _store(self, records: list[Record]) -> list[LiveEvent]:
+        with self.engine.begin() as conn:
+            return store_records(conn, records, self.now(), self._on_invalid)
+
+    async def run(self) -> None:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.errors import KafkaError
+
+        backoff_s = 0.5
+        while True:
+            consumer = AIOKafkaConsumer(
+                *TOPICS,
+                bootstrap_servers=self.settings.bootstrap,
+                group_id=self.settings.feed_consumer_group,
+                client_id="carepulse-feed",
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                session_timeout_ms=int(self.settings.session_timeout_s * 1000),
+                heartbeat_interval_ms=int(self.settings.heartbeat_interval_s * 1000),
+                # The embedded broker answers a waiting fetch only after fetch_max_wait/2 (streaming.md §3.5.4).
+                fetch_max_wait_ms=100,
+                request_timeout_ms=max(40000, int(self.settings.session_timeout_s * 1000) + 5000),
+            )
+            try:
+                await consumer.start()
+                self.status.state, self.status.detail = "consuming", None
+                backoff_s = 0.5
+                while True:
+                    batch = await consumer.getmany(timeout_ms=500, max_records=500)
+                    self.status.assigned_partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
+                    records = [
+                        Record(tp.topic, message.key.decode("utf-8", "replace") if message.key else None, message.value)
+                        for tp, messages in batch.items() for message in messages if message.value is not None
+                    ]
+                    if not records:
+                        continue
+                    live = await asyncio.to_thread(self._store, records)
+                    await consumer.commit()
+                    self.status.messages_stored += len(records)
+                    self.status.last_message_at = self.now()
+                    self.hub.publish(live)
+            except asyncio.CancelledError:
+                self.status.state = "stopped"
+                raise
+            except (KafkaError, OSError) as exc:
+                self.status.state = "reconnecting"
+                self.status.detail = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("feed consumer: %s; retrying in %.1f s", self.status.detail, backoff_s)
+            except Exception as exc:  # the database, most likely: keep serving, retry the batch
+                self.status.state = "reconnecting"
+                self.status.detail = f"{type(exc).__name__}: {str(exc)[:200]}"
+                log.exception("feed consumer failed; retrying in %.1f s", backoff_s)
+            finally:
+                try:
+                    await asyncio.shield(consumer.stop())
+                except Exception:  # noqa: BLE001 - stopping a consumer that never started
+                    pass
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, 10.0)
