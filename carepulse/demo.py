@@ -1,6 +1,7 @@
 """``carepulse demo``: the embedded broker, a worker, the gateway with a simulated care home (emulated
 Bluetooth devices on a virtual link, and the carers' tablet entries through the gateway's intake API),
-and a live view of escalations and dead letters.
+five weeks of care history at four locations that keeps advancing live, and a live view of escalations,
+dead letters and the locations' care-quality indicators.
 
 One process tree: the broker, the worker and the gateway are child processes that die with the demo;
 Ctrl-C stops everything in order (gateway, which keeps unsent readings in its buffer, worker, broker).
@@ -8,22 +9,33 @@ Ctrl-C stops everything in order (gateway, which keeps unsent readings in its bu
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import signal
 import sys
 import threading
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from kafka import KafkaConsumer, KafkaProducer
 
 from carepulse import events, topics
 from carepulse.broker import BrokerError, EmbeddedBroker, ensure_topics, wait_until_ready
+from carepulse.care_history import CareActivity, demo_profiles, topic_and_key
 from carepulse.processes import spawn, stop
 from carepulse.settings import Settings, child_environment
 from carepulse.simulation import CareHome
 
+#: Care history published at start-up: the 28-day regulator-facing windows (cqc_domain.md §2.1) plus a week.
+HISTORY = timedelta(days=35)
+#: How often the care history advances to the present once the demo runs.
+ACTIVITY_INTERVAL_S = 5.0
+#: How often the demo prints the locations' indicators, when they changed.
+INDICATOR_SUMMARY_INTERVAL_S = 30.0
+#: Escalations that happened longer ago than this come from the care history and are not printed one by one.
+LIVE_WINDOW = timedelta(minutes=15)
+_RAG_MARK = {"green": "G", "amber": "A", "red": "R", "insufficient_data": "-"}
 
 
 def say(message: str) -> None:
@@ -56,6 +68,11 @@ def run_demo(settings: Settings, duration_s: float | None = None) -> int:
         env=child_environment(data_dir=str(run_dir), ble_transport="virtual"),
     )
     home = CareHome(gateway_id=settings.gateway_id)
+    profiles = demo_profiles()
+    # The demo's feed database lives with the rest of the run, unless CAREPULSE_FEED_DATABASE_URL names one.
+    keys = _provision_feed(settings.model_copy(update={"data_dir": run_dir}), profiles)
+    feed = spawn([sys.executable, "-m", "carepulse", "feed", "serve"], log_path=run_dir / "feed.log",
+                 env=child_environment(data_dir=str(run_dir)))
 
     say("carepulse demo is running")
     say(f"  broker    {settings.bootstrap} ({'embedded Tansu, in memory' if broker else 'external'})")
@@ -65,31 +82,63 @@ def run_demo(settings: Settings, duration_s: float | None = None) -> int:
     say(f"  gateway   tablet intake API http://{settings.gateway_host}:{settings.gateway_port}/docs")
     say("  pipeline  devices -> gateway -> readings -> worker (NEWS2 sets, escalations) -> news2-scores, escalations;")
     say("            rejected input -> dead-letters")
-    say("  watch     .venv/bin/carepulse tail escalations | news2-scores | observation-sets | dead-letters")
-    say(f"  logs      {run_dir}/broker.log, worker.log, gateway.log")
+    say(f"  history   {HISTORY.days} days of care at {', '.join(p.location_id for p in profiles)},")
+    say("            advancing live: admissions, drinks, falls, call bells, visits, NEWS2 rounds")
+    say("  indicators every location's care-quality indicators, summarised here every "
+        f"{INDICATOR_SUMMARY_INTERVAL_S:.0f} s when they change (G green, A amber, R red, - insufficient data)")
+    feed_url = f"http://{settings.feed_host}:{settings.feed_port}"
+    say(f"  feed      regulator feed {feed_url}/docs (OpenAPI); mock inspection, e.g.")
+    say(f"            {feed_url}/v1/locations/{profiles[1].location_id}/inspection.html (send the provider key)")
+    for role, token in keys.items():
+        say(f"            {role:<24} key {token}")
+    say(f"            e.g. curl -H 'Authorization: Bearer {keys['regulator']}' {feed_url}/v1/locations")
+    say("  watch     .venv/bin/carepulse tail escalations | news2-scores | indicators | dead-letters")
+    say(f"  logs      {run_dir}/broker.log, worker.log, gateway.log, feed.log")
     say("Ctrl-C to stop.\n")
 
     watcher = threading.Thread(target=_watch, args=(settings, started, stopping), daemon=True)
     watcher.start()
     _publish_rejected_example(settings, home)
+    activity = threading.Thread(target=_run_care_activity, args=(settings, home, profiles, started, stopping),
+                                daemon=True)
+    activity.start()
     try:
         while not stopping.is_set():
             if duration_s is not None and time.monotonic() - started >= duration_s:
                 break
-            for name, process in (("worker", worker), ("gateway", gateway)):
+            for name, process in (("worker", worker), ("gateway", gateway), ("feed", feed)):
                 if process.poll() is not None:
                     say(f"carepulse: the {name} exited with status {process.returncode}; see {run_dir}/{name}.log")
                     return 1
             stopping.wait(0.5)
     finally:
-        say("\nstopping: gateway, worker, broker ...")
+        say("\nstopping: gateway, worker, feed, broker ...")
         stopping.set()
         stop(gateway, signal.SIGTERM, timeout_s=15)
+        stop(feed, signal.SIGTERM, timeout_s=15)
         stop(worker, signal.SIGTERM, timeout_s=15)
         if broker is not None:
             broker.stop()
         say("stopped")
     return 0
+
+
+def _provision_feed(settings: Settings, profiles: list) -> dict[str, str]:
+    """The demo feed's database (SQLite in the demo's directory): each location registered to its provider,
+    and one key for the regulator and one per provider, printed for the user to try."""
+    from feed import auth, db
+
+    engine = db.make_engine(db.database_url(settings))
+    db.migrate(engine)
+    now = datetime.now(timezone.utc)
+    keys = {"regulator": auth.create_key(engine, role="regulator", name="demo regulator", now=now)[1]}
+    for profile in profiles:
+        provider = f"prov-{profile.location_id.removeprefix('loc-demo-')}"
+        auth.register_location(engine, profile.location_id, provider_id=provider, name=profile.location_id, now=now)
+        keys[f"provider:{provider}"] = auth.create_key(engine, role=f"provider:{provider}",
+                                                       name=f"demo {provider}", now=now)[1]
+    engine.dispose()
+    return keys
 
 
 def _publish_rejected_example(settings: Settings, home: CareHome) -> None:
@@ -107,10 +156,40 @@ def _publish_rejected_example(settings: Settings, home: CareHome) -> None:
     producer.close()
 
 
+def _run_care_activity(settings: Settings, home: CareHome, profiles: list, started: float,
+                       stopping: threading.Event) -> None:
+    """Publish the locations' care history up to now, then keep it advancing, as the homes' care-record
+    and rostering systems would. The gateway simulates the live vital signs of `home`'s residents, so
+    the history's NEWS2 rounds and acknowledgements for them are left out."""
+    live = {resident.resident_id for resident in home.residents}
+    producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", linger_ms=20)
+    activity = CareActivity(profiles, start=datetime.now(timezone.utc) - HISTORY, seed=2026)
+
+    def publish() -> int:
+        batch = [event for event in activity.advance(datetime.now(timezone.utc))
+                 if not (isinstance(event, (events.ObservationSet, events.EscalationAcknowledgement))
+                         and event.resident_id in live)]
+        for event in batch:
+            spec, key = topic_and_key(event)
+            producer.send(spec.name, key=key.encode(), value=events.to_json(event))
+        producer.flush()
+        return len(batch)
+
+    try:
+        count = publish()
+        say(f"[{time.monotonic() - started:6.1f} s] published {count:,} events of {HISTORY.days} days' care history; "
+            "the worker catches up within a minute or two")
+        while not stopping.wait(ACTIVITY_INTERVAL_S):
+            publish()
+    finally:
+        producer.close()
+
+
 def _watch(settings: Settings, started: float, stopping: threading.Event) -> None:
     consumer = KafkaConsumer(
         topics.ESCALATIONS.name,
         topics.DEAD_LETTERS.name,
+        topics.INDICATORS.name,
         bootstrap_servers=settings.bootstrap,
         auto_offset_reset="earliest",
         enable_auto_commit=False,
@@ -118,15 +197,29 @@ def _watch(settings: Settings, started: float, stopping: threading.Event) -> Non
     )
     seen: set[str] = set()
     first_high = True
+    indicators: dict[tuple[str, str], events.IndicatorUpdate] = {}
+    summarised_at = time.monotonic()
+    changed = False
     try:
         while not stopping.is_set():
-            for message in consumer:
+            for message in itertools.chain([None], consumer):  # None: a summary check even when nothing arrives
+                if changed and time.monotonic() - summarised_at >= INDICATOR_SUMMARY_INTERVAL_S:
+                    _summarise(indicators, time.monotonic() - started)
+                    summarised_at, changed = time.monotonic(), False
+                if message is None:
+                    continue
                 elapsed = time.monotonic() - started
                 event = events.any_event_adapter.validate_json(message.value)
                 if str(event.event_id) in seen:
                     continue
                 seen.add(str(event.event_id))
-                if isinstance(event, events.Escalation):
+                if isinstance(event, events.IndicatorUpdate):
+                    indicators[(event.location_id, event.indicator_id)] = event
+                    changed = True
+                elif isinstance(event, (events.Escalation, events.EscalationOverdue)) and (
+                        datetime.now(timezone.utc) - event.occurred_at > LIVE_WINDOW):
+                    continue  # derived from the care history: the indicators summarise those
+                elif isinstance(event, events.Escalation):
                     colour = "RED" if event.risk == "high" else "AMBER"
                     total = f"NEWS2 {event.total}" if event.total is not None else "set still incomplete"
                     say(f"[{elapsed:6.1f} s] {colour} escalation {event.status} ({event.risk}, {total}) for "
@@ -141,3 +234,16 @@ def _watch(settings: Settings, started: float, stopping: threading.Event) -> Non
                     say(f"[{elapsed:6.1f} s] dead letter from {event.stage}: {event.reason}")
     finally:
         consumer.close()
+
+
+def _summarise(indicators: dict[tuple[str, str], events.IndicatorUpdate], elapsed: float) -> None:
+    """One line per location: each indicator's value and RAG, red locations first."""
+    by_location: dict[str, list[events.IndicatorUpdate]] = {}
+    for (location_id, _), update in sorted(indicators.items()):
+        by_location.setdefault(location_id, []).append(update)
+    say(f"[{elapsed:6.1f} s] care-quality indicators (28-day windows unless noted; value and RAG):")
+    for location_id, updates in sorted(by_location.items(), key=lambda item: (
+            -sum(u.status == "red" for u in item[1]), item[0])):
+        cells = [f"{u.indicator_id} {'-' if u.value is None else f'{u.value:.1f}'} {_RAG_MARK[u.status]}"
+                 for u in updates if u.status != "insufficient_data"]
+        say(f"           {location_id}: {'; '.join(cells) or 'insufficient data so far'}")
