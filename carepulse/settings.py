@@ -62,6 +62,16 @@ class Settings(BaseSettings):
         description="Care events dated further than this ahead of the worker's clock are dead-lettered: a "
         "device with a wrong clock must not move a location's indicators into the future.",
     )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the Prometheus metrics endpoints listen on.")
+    worker_metrics_port: int = Field(
+        default=9471, ge=0, le=65535, description="Port of the worker's /metrics; 0 turns the endpoint off."
+    )
+    gateway_metrics_port: int = Field(
+        default=9472, ge=0, le=65535, description="Port of the gateway's /metrics; 0 turns the endpoint off."
+    )
+    feed_metrics_port: int = Field(
+        default=9473, ge=0, le=65535, description="Port of the feed's /metrics; 0 turns the endpoint off."
+    )
     worker_id: str = Field(default="carepulse-worker", description="Faust application id (consumer group).")
     worker_web_port: int = Field(default=6066, ge=1, le=65535)
     gateway_id: str = Field(default="gw-demo-1", description="Identity of this edge gateway in event sources.")
