@@ -222,6 +222,38 @@ def decode(
 
 cli.add_typer(feed_app, name="feed")
 
+dashboards_cli = typer.Typer(help="Grafana dashboards as code (dashboards/): build the JSON, push it to Grafana.",
+                             no_args_is_help=True)
+cli.add_typer(dashboards_cli, name="dashboards")
+
+
+@dashboards_cli.command("build")
+def dashboards_build(
+    check: Annotated[bool, typer.Option("--check", help="Only check the committed JSON is up to date.")] = False,
+) -> None:
+    """Generate dashboards/generated/*.json from dashboards/build.py (or --check them)."""
+    from dashboards import build
+
+    raise typer.Exit(build.main(["--check"] if check else []))
+
+
+@dashboards_cli.command("push")
+def dashboards_push(
+    url: Annotated[str, typer.Option(help="Grafana's base URL, e.g. https://grafana.example.org")],
+    token: Annotated[str, typer.Option(help="A Grafana service-account token with dashboard write access.",
+                                       envvar="GRAFANA_TOKEN")],
+) -> None:
+    """Provision the dashboards into a Grafana folder through its HTTP API (grafana-client)."""
+    from dashboards import push
+
+    try:
+        answers = push.push(url, token)
+    except Exception as exc:  # grafana-client raises its own hierarchy plus requests' errors
+        raise _fail(f"pushing the dashboards to {url} failed: {exc}") from None
+    for answer in answers:
+        typer.echo(f"pushed {answer.get('uid', '?')} (version {answer.get('version', '?')}): {answer.get('url', '')}")
+
+
 indicators_cli = typer.Typer(help="Care-quality indicators: audit them from an event log.", no_args_is_help=True)
 cli.add_typer(indicators_cli, name="indicators")
 

@@ -372,11 +372,28 @@ class IndicatorUpdate(Event):
     rules_version: str
 
 
+
+class Alert(Event):
+    """Something people must act on now, for consumers that are not Prometheus (pagers, messaging bridges):
+    a red (high-risk) NEWS2 escalation raised or upgraded, a red escalation past its deadline without an
+    acknowledgement, or a location's care-quality indicator turning red. Keyed by location on ``alerts``;
+    `cause_event_id` is the escalation or indicator event it is about."""
+
+    event_type: Literal["alert"] = "alert"
+    alert: Literal["red_escalation", "red_escalation_overdue", "indicator_red"]
+    severity: Literal["critical", "warning"]
+    category: Literal["clinical", "quality"]
+    summary: str
+    resident_id: ResidentId | None = None
+    indicator_id: Identifier | None = None
+    cause_event_id: uuid.UUID
+
+
 AnyEvent = Annotated[
     Union[
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate, Alert,
     ],
     Field(discriminator="event_type"),
 ]
@@ -399,7 +416,7 @@ def all_models() -> list[type[Event]]:
     return [
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate, Alert,
     ]
 
 

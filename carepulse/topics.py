@@ -129,6 +129,14 @@ INDICATORS_HISTORY = TopicSpec(
     retention_ms=None,
     purpose="Each location's indicators as they stood at every local midnight (daily snapshots).",
 )
+ALERTS = TopicSpec(
+    name="alerts",
+    key="location_id",
+    value_models=(events.Alert,),
+    cleanup_policy="delete",
+    retention_ms=365 * _DAY_MS,
+    purpose="Red escalations raised or overdue and indicators turning red, for consumers that are not Prometheus.",
+)
 DEAD_LETTERS = TopicSpec(
     name="dead-letters",
     key="stage",
@@ -141,7 +149,7 @@ DEAD_LETTERS = TopicSpec(
 
 CATALOG: tuple[TopicSpec, ...] = (
     READINGS, RESIDENTS, CLINICAL_ACTIONS, CARE_EVENTS, OBSERVATION_SETS, NEWS2_SCORES, ESCALATIONS,
-    OBSERVATIONS_DUE, LOCATION_EVENTS, INDICATORS, INDICATORS_HISTORY, DEAD_LETTERS,
+    OBSERVATIONS_DUE, LOCATION_EVENTS, INDICATORS, INDICATORS_HISTORY, ALERTS, DEAD_LETTERS,
 )
 
 

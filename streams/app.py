@@ -29,10 +29,11 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from carepulse import events, topics
+from carepulse import events, metrics, topics
 from carepulse.broker import ensure_topics
 from carepulse.settings import Settings
 from indicators import escalation, news2, quality
+from streams import alerts
 from streams.location import IndicatorBoard, LocationStore, TooLate
 from streams.resident import Output, ResidentProcessor, ResidentState
 
@@ -45,6 +46,8 @@ RELAYED_TO_LOCATIONS = (topics.RESIDENTS, topics.NEWS2_SCORES, topics.ESCALATION
 #: The location-keyed topics the location agent consumes (co-partitioned by location_id).
 LOCATION_INPUTS = (topics.CARE_EVENTS, topics.LOCATION_EVENTS)
 TICK_INTERVAL_S = 1.0
+#: How often the worker measures its consumer lag for /metrics.
+LAG_INTERVAL_S = 5.0
 
 
 class CarepulseApp(faust.App):
@@ -53,9 +56,14 @@ class CarepulseApp(faust.App):
     carepulse_settings: Settings
 
     async def on_first_start(self) -> None:
-        await asyncio.to_thread(
-            ensure_topics, self.carepulse_settings.bootstrap, self.carepulse_settings.topic_partitions
-        )
+        settings = self.carepulse_settings
+        await asyncio.to_thread(ensure_topics, settings.bootstrap, settings.topic_partitions)
+        if settings.worker_metrics_port:
+            try:
+                metrics.serve_metrics(settings.worker_metrics_port, metrics.WORKER.registry, settings.metrics_host)
+            except OSError as exc:  # metrics must never stop escalations
+                log.error("cannot serve /metrics on %s:%s (%s); the worker runs without it",
+                          settings.metrics_host, settings.worker_metrics_port, exc)
         await super().on_first_start()
 
     async def on_started(self) -> None:
@@ -119,12 +127,19 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
 
     async def send(results: list[Output]) -> None:
         for output in results:
-            await outputs[output.topic.name].send(key=output.key.encode(), value=events.to_json(output.event))
+            await publish(output.topic, output.key, output.event)
+            if isinstance(output.event, (events.Escalation, events.EscalationOverdue)):
+                metrics.WORKER.escalation_event(output.event)
+                alert = alerts.for_escalation(output.event, events.utc_now(), settings.worker_id)
+                if alert is not None:
+                    await publish(topics.ALERTS, alert.location_id, alert)
+
+    async def publish(spec: topics.TopicSpec, key: str, event: events.Event) -> None:
+        await outputs[spec.name].send(key=key.encode(), value=events.to_json(event))
+        metrics.WORKER.event_out(spec.name)
 
     async def dead_letter(topic: str, key: bytes | None, payload: bytes, reason: str) -> None:
-        log.warning("dead letter from worker.resident on %s: %s", topic, reason)
-        letter = dead_letter_event("worker.resident", topic, key, payload, reason, settings.worker_id)
-        await outputs[topics.DEAD_LETTERS.name].send(key=letter.stage.encode(), value=events.to_json(letter))
+        await send_dead_letter(outputs, "worker.resident", topic, key, payload, reason, settings.worker_id)
 
     @app.agent(inputs, name="residents")
     async def residents(stream: faust.StreamT) -> None:
@@ -135,6 +150,7 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
             except ValueError as exc:
                 await dead_letter(topic, message.key, message.value, str(exc))
                 continue
+            metrics.WORKER.observe_event_in(topic, event.occurred_at, events.utc_now())
             key = event.resident_id.encode()
             # Before handling: the timer must never judge this event's resident on a clock that has not seen it.
             clocks.saw(topic, message.message.partition, event.occurred_at)
@@ -176,9 +192,7 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
     state_lock = asyncio.Lock()
 
     async def dead_letter(topic: str, key: bytes | None, payload: bytes, reason: str) -> None:
-        log.warning("dead letter from worker.location on %s: %s", topic, reason)
-        letter = dead_letter_event("worker.location", topic, key, payload, reason, settings.worker_id)
-        await outputs[topics.DEAD_LETTERS.name].send(key=letter.stage.encode(), value=events.to_json(letter))
+        await send_dead_letter(outputs, "worker.location", topic, key, payload, reason, settings.worker_id)
 
     @app.agent(_raw_topic(app, settings, *RELAYED_TO_LOCATIONS), name="relay-to-locations")
     async def relay_to_locations(stream: faust.StreamT) -> None:
@@ -196,6 +210,7 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
             topic = message.message.topic
             try:
                 event = parse_keyed_event(topic, message.value, message.key)
+                metrics.WORKER.observe_event_in(topic, event.occurred_at, events.utc_now())
                 if event.occurred_at > events.utc_now() + future_tolerance:
                     raise ValueError(f"occurred_at {event.occurred_at.isoformat()} is in the future; "
                                      "the device or system clock that stamped it is wrong")
@@ -219,9 +234,21 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
                 continue
             async with state_lock:
                 updates = board.updates(location_id, now)
-            for key, update in updates:
-                spec = topics.INDICATORS if update.kind == "current" else topics.INDICATORS_HISTORY
-                await outputs[spec.name].send(key=key.encode(), value=events.to_json(update))
+            for spec, key, event in updates:
+                await outputs[spec.name].send(key=key.encode(), value=events.to_json(event))
+                metrics.WORKER.event_out(spec.name)
+
+    @app.timer(interval=LAG_INTERVAL_S)
+    async def measure_lag() -> None:
+        """Messages not yet consumed per input topic (high watermark minus position), for /metrics."""
+        if app.rebalancing:
+            return
+        lags = {}
+        for tp in app.consumer.assignment():
+            position = await app.consumer.position(tp)
+            if position is not None:
+                lags[(tp.topic, tp.partition)] = max(0, app.consumer.highwater(tp) - position)
+        metrics.WORKER.set_consumer_lag(lags, topics_consumed={tp.topic for tp in app.consumer.assignment()})
 
 
 class _PartitionClocks:
@@ -276,6 +303,15 @@ def parse_keyed_event(topic: str, payload: bytes, key: bytes | None) -> events.E
     if key != str(getattr(event, spec.key)).encode():
         raise ValueError(f"message key {key!r} is not the event's {spec.key}; {topic} is keyed by {spec.key}")
     return event
+
+
+async def send_dead_letter(outputs: dict[str, faust.TopicT], stage: str, topic: str, key: bytes | None,
+                           payload: bytes, reason: str, worker_id: str) -> None:
+    log.warning("dead letter from %s on %s: %s", stage, topic, reason)
+    letter = dead_letter_event(stage, topic, key, payload, reason, worker_id)
+    await outputs[topics.DEAD_LETTERS.name].send(key=letter.stage.encode(), value=events.to_json(letter))
+    metrics.WORKER.dead_letter(stage, reason)
+    metrics.WORKER.event_out(topics.DEAD_LETTERS.name)
 
 
 def dead_letter_event(

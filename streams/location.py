@@ -33,9 +33,11 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
 from carepulse import events as ev
+from carepulse.topics import ALERTS, INDICATORS, INDICATORS_HISTORY, TopicSpec
 from carepulse.topics import indicator_history_key as history_key
 from carepulse.topics import indicator_key as topics_key
 from indicators import quality as q
+from streams import alerts
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _HARM_ORDER = (None, "none", *q.HARM_LEVELS)
@@ -444,12 +446,13 @@ class IndicatorBoard:
         self._snapshot_at.clear()
 
     def updates(self, location_id: str, now: datetime, beds: int | None = None
-                ) -> list[tuple[str, ev.IndicatorUpdate]]:
-        """(topic key, update) for each indicator whose published form changed: the current values, and the
-        snapshot at the last local midnight when that midnight is new or an event before it arrived."""
+                ) -> list[tuple[TopicSpec, str, ev.Event]]:
+        """(topic, key, event) for each indicator whose published form changed — the current values, and the
+        snapshot at the last local midnight when that midnight is new or an event before it arrived — and an
+        alert for each current indicator that turned red."""
         as_of = evaluation_instant(self.store.clock(location_id), now, self.wall_clock_lag)
         changed_since = self._changed_since.pop(location_id, None)
-        results: list[tuple[str, ev.IndicatorUpdate]] = []
+        results: list[tuple[TopicSpec, str, ev.Event]] = []
         if changed_since is not None or self._evaluated_at.get(location_id) != as_of:
             self._evaluated_at[location_id] = as_of
             for value in self.store.evaluate(location_id, as_of, beds=beds):
@@ -464,10 +467,17 @@ class IndicatorBoard:
         return results
 
     def _if_changed(self, key: str, value: q.IndicatorValue, kind: str, now: datetime
-                    ) -> list[tuple[str, ev.IndicatorUpdate]]:
+                    ) -> list[tuple[TopicSpec, str, ev.Event]]:
         content = (value.window_start, value.window_end, value.numerator, value.denominator, value.value,
                    value.status, value.details, value.rules_version)
-        if self._published.get(key) == content:
+        before = self._published.get(key)
+        if before == content:
             return []
         self._published[key] = content
-        return [(key, indicator_update(value, self.store.rules, kind=kind, worker_id=self.worker_id, now=now))]
+        update = indicator_update(value, self.store.rules, kind=kind, worker_id=self.worker_id, now=now)
+        if kind == "daily_snapshot":
+            return [(INDICATORS_HISTORY, key, update)]
+        results: list[tuple[TopicSpec, str, ev.Event]] = [(INDICATORS, key, update)]
+        if value.status is q.Rag.RED and (before is None or before[5] is not q.Rag.RED):
+            results.append((ALERTS, value.location_id, alerts.indicator_turned_red(update, now, self.worker_id)))
+        return results

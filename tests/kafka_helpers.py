@@ -82,7 +82,10 @@ class CarepulseProcess:
     def __init__(self, command: list[str], bootstrap: str, log_path: Path, env: dict[str, str]):
         self.command = [sys.executable, "-m", "carepulse", *command]
         self.log_path = log_path
-        self.env = {**os.environ, "CAREPULSE_KAFKA_BOOTSTRAP": bootstrap, "CAREPULSE_LOG_LEVEL": "INFO", **env}
+        # No /metrics endpoints unless a test asks for one: several processes run at once on one machine.
+        self.env = {**os.environ, "CAREPULSE_KAFKA_BOOTSTRAP": bootstrap, "CAREPULSE_LOG_LEVEL": "INFO",
+                    "CAREPULSE_WORKER_METRICS_PORT": "0", "CAREPULSE_GATEWAY_METRICS_PORT": "0",
+                    "CAREPULSE_FEED_METRICS_PORT": "0", **env}
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self):
