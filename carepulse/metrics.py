@@ -39,6 +39,7 @@ worker rebalances (a worker that lost a partition would otherwise keep exporting
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -53,6 +54,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from carepulse import events, topics
 from indicators.quality import INDICATOR_IDS
+
+log = logging.getLogger(__name__)
 
 OTHER = "other"
 
@@ -470,7 +473,7 @@ class FeedMetrics(_Role):
 
     def http_request(self, route: str, method: str, status: int, duration_s: float) -> None:
         """One API request. `route` must be the route *template* (``/locations/{location_id}``), never the
-        concrete path, and ``"unmatched"`` for a 404 on no route, so the label stays bounded."""
+        concrete path, and ``"other"`` for a 404 on no route, so the label stays bounded."""
         method = method.upper() if method.upper() in _HTTP_METHODS else OTHER
         self.http_requests.labels(route=route, method=method, status_class=f"{status // 100}xx").inc()
         self.http_duration.labels(route=route).observe(max(0.0, duration_s))
@@ -558,3 +561,22 @@ def serve_metrics(port: int, registry: CollectorRegistry, addr: str = "127.0.0.1
     from prometheus_client import start_http_server
 
     return start_http_server(port, addr=addr, registry=registry)
+
+
+def serve_metrics_or_log(port: int, registry: CollectorRegistry, host: str, *, role: str):
+    """`serve_metrics` for a process role, or None when `port` is 0 (turned off) or it cannot listen — logged
+    as an error, because metrics must never stop the clinical pipeline. The setting is
+    ``CAREPULSE_<ROLE>_METRICS_PORT``."""
+    variable = f"CAREPULSE_{role.upper()}_METRICS_PORT"
+    if port == 0:
+        log.info("%s metrics endpoint off (%s=0)", role, variable)
+        return None
+    try:
+        server, _thread = serve_metrics(port, registry, host)
+    except Exception as error:  # noqa: BLE001 - whatever the reason, the role runs on without /metrics
+        log.error("the %s metrics endpoint cannot listen on %s:%d (%s); running without /metrics. Set %s to a "
+                  "free port, or 0 to turn it off", role, host, port, getattr(error, "strerror", None) or error,
+                  variable)
+        return None
+    log.info("%s metrics on http://%s:%d/metrics", role, host, server.server_port)
+    return server

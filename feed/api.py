@@ -9,6 +9,11 @@ Every request under /v1 is written to the append-only audit log before its respo
 
 The API answers from the database alone, so it keeps serving while the broker or the workers are down or
 rebalancing; /health reports the consumer's state.
+
+Metrics (`carepulse.metrics.FeedMetrics`, the process-wide `FEED` unless `create_feed_app` is given one):
+every request by route *template* (`HttpMetricsMiddleware`), the ingest (feed.ingest), and the state gauges,
+loaded from the database at start and refreshed every `STATE_REFRESH_S`. The endpoint that serves them is
+feed.service's, on its own port: the API itself has no /metrics route.
 """
 
 from __future__ import annotations
@@ -39,10 +44,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from carepulse import events
+from carepulse.metrics import FEED, OTHER, FeedMetrics
 from carepulse.problems import InvalidRequest, Problem
 from carepulse.settings import Settings
 from feed import auth, db, fhir, inspection, privacy
-from feed.ingest import ConsumerStatus, FeedConsumer
+from feed.ingest import STATE_REFRESH_S, ConsumerStatus, FeedConsumer, StateGauges
 from feed.live import OVERFLOW, LiveEvent, LiveHub
 from indicators.quality import CARE_TZ, INDICATOR_IDS, packaged_rules
 
@@ -233,6 +239,7 @@ class FeedState:
     consumer: ConsumerStatus
     now: Callable[[], datetime]
     mapping: inspection.InspectionMapping
+    metrics: FeedMetrics = FEED
 
     @property
     def threshold(self) -> int:
@@ -443,27 +450,91 @@ class AuditMiddleware:
             raise
 
 
+# -- request metrics ---------------------------------------------------------------------------------------
+class HttpMetricsMiddleware:
+    """Counts every HTTP request by the matched route's path *template* (``/v1/locations/{location_id}``),
+    method and status class, and observes its duration; a path no route matched is ``"other"``, so the label
+    stays bounded whatever clients send. Outermost of the app's middleware: it sees the status actually sent
+    (the audit log's 503 included); an exception escaping the app counts as 500."""
+
+    def __init__(self, app: ASGIApp, metrics: FeedMetrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = monotonic_time.perf_counter()
+        status = 500
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            try:
+                self.metrics.http_request(route_template(scope), scope.get("method", ""), status,
+                                          monotonic_time.perf_counter() - started)
+            except Exception:  # a metric never fails a request
+                log.debug("could not record a request metric", exc_info=True)
+
+
+def route_template(scope: Scope) -> str:
+    """The path template of the route the router matched for this request (set in the scope), else "other"."""
+    path = getattr(scope.get("route"), "path", None)
+    return path if isinstance(path, str) and path else OTHER
+
+
+async def _refresh_state_gauges(gauges: StateGauges, interval_s: float) -> None:
+    """Re-read the state gauges every `interval_s`, for as long as the app runs; a failure is logged and the
+    next round tries again."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await asyncio.to_thread(gauges.refresh)
+        except Exception:  # the database, most likely; the API reports it on /health
+            log.warning("could not refresh the state gauges from the feed database", exc_info=True)
+
+
 # -- the app -----------------------------------------------------------------------------------------------
 def create_feed_app(settings: Settings, *, engine: Engine | None = None, consume: bool | None = None,
-                    now: Callable[[], datetime] = events.utc_now) -> FastAPI:
+                    now: Callable[[], datetime] = events.utc_now, metrics: FeedMetrics = FEED,
+                    state_refresh_s: float = STATE_REFRESH_S) -> FastAPI:
     """The feed app. `engine` defaults to the configured database (migrated here, before serving);
-    `consume` defaults to ``settings.feed_consume``."""
+    `consume` defaults to ``settings.feed_consume``; `metrics` is where it records (tests pass their own);
+    the state gauges are re-read from the database every `state_refresh_s`."""
     engine = engine or db.make_engine(db.database_url(settings))
     db.migrate(engine)
     consume = settings.feed_consume if consume is None else consume
     state = FeedState(settings=settings, engine=engine, hub=LiveHub(), now=now,
                       consumer=ConsumerStatus(state="starting" if consume else "disabled"),
-                      mapping=inspection.packaged_mapping())
+                      mapping=inspection.packaged_mapping(), metrics=metrics)
+    gauges = StateGauges(engine, metrics, now)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(FeedConsumer(settings, engine, state.hub, state.consumer, now).run()) if consume else None
+        # The gauges are loaded before the first request (and scrape): a restarted feed exports its state at
+        # once. Also without consuming: another replica may be filling the database.
+        try:
+            await asyncio.to_thread(gauges.refresh)
+        except Exception:  # serve anyway; the timer tries again
+            log.warning("could not load the state gauges from the feed database", exc_info=True)
+        tasks = [asyncio.create_task(_refresh_state_gauges(gauges, state_refresh_s))]
+        if consume:
+            tasks.append(asyncio.create_task(
+                FeedConsumer(settings, engine, state.hub, state.consumer, now, metrics_=metrics, gauges=gauges).run()))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if consume:
                 state.consumer.state = "stopped"
 
     app = FastAPI(
@@ -477,6 +548,7 @@ def create_feed_app(settings: Settings, *, engine: Engine | None = None, consume
     )
     app.state.feed = state
     app.add_middleware(AuditMiddleware, engine_of=lambda: engine, now=now)
+    app.add_middleware(HttpMetricsMiddleware, metrics=metrics)  # added last: outermost
     _install_error_handlers(app)
     _routes(app)
     return app

@@ -6,13 +6,22 @@ the upserts make re-delivery harmless — a current indicator is replaced only b
 
 The store functions return `LiveEvent`s, what changed, for the live stream: an indicator change, and red
 alerts (an indicator turning red; a high-risk escalation raised or upgraded; a missed escalation deadline).
+
+Metrics (`carepulse.metrics.FeedMetrics`, the process-wide `FEED` unless one is passed), recorded only after
+a batch's transaction committed: each stored record (``carepulse_feed_events_in_total`` and its event-time
+latency), each unreadable one (``carepulse_feed_invalid_messages_total``), the consumer's lag after every
+fetch, and the care-quality *state* gauges. Those are read back from the database (`StateGauges`), never
+from the messages alone, so an older update that the store refused cannot overwrite a newer value, and
+what Prometheus sees is what the API serves: the indicators a batch changed, and every open escalation
+after a batch with escalations; all of it at start and on a timer (`StateGauges.refresh`), so an episode
+turns from pending to overdue as its deadline passes with no message at all.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Literal
@@ -20,7 +29,8 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine, select, update
 
-from carepulse import events, topics
+from carepulse import events, metrics, topics
+from carepulse.metrics import FEED, FeedMetrics
 from carepulse.settings import Settings
 from feed import db
 from feed.live import LiveEvent, LiveHub
@@ -198,20 +208,107 @@ def store_escalation(conn: Connection, event: events.Escalation | events.Escalat
 
 
 def store_records(conn: Connection, records: Iterable[Record], now: datetime,
-                  on_invalid: Callable[[Record, str], None]) -> list[LiveEvent]:
+                  on_invalid: Callable[[Record, str], None],
+                  on_stored: Callable[[Record, events.Event], None] | None = None) -> list[LiveEvent]:
     """Store a batch of consumed records in one transaction (the caller's); unreadable ones are reported
-    to `on_invalid` with the reason and skipped, so one bad message never blocks a partition."""
+    to `on_invalid` with the reason and skipped, so one bad message never blocks a partition. Each readable
+    record is reported to `on_stored` with its event once applied (inside the transaction: a caller that
+    counts must wait for the commit)."""
     live: list[LiveEvent] = []
     for record in records:
+        event: events.Event
         try:
             if record.topic == topics.ESCALATIONS.name:
-                live.extend(store_escalation(conn, _escalation_adapter.validate_json(record.value), now=now))
+                escalation = _escalation_adapter.validate_json(record.value)
+                live.extend(store_escalation(conn, escalation, now=now))
+                event = escalation
             else:
                 update_ = events.parse(events.IndicatorUpdate, record.value)
                 live.extend(store_indicator(conn, update_, key=record.key, now=now))
+                event = update_
         except ValidationError as exc:
             on_invalid(record, events.describe_validation_error(exc))
+            continue
+        if on_stored is not None:
+            on_stored(record, event)
     return live
+
+
+# --- the state gauges ----------------------------------------------------------------------------------
+
+#: How often `StateGauges.refresh` re-reads the database: an open episode turns overdue within this long of
+#: its deadline, with no message.
+STATE_REFRESH_S = 15.0
+
+
+@dataclass(frozen=True)
+class CurrentIndicator:
+    """What `FeedMetrics.set_indicator` reads of an update, here from a ``feed_indicators_current`` row."""
+
+    location_id: str
+    indicator_id: str
+    value: float | None
+    status: str
+    window_end: datetime
+    kind: Literal["current"] = "current"
+
+
+class StateGauges:
+    """The indicator and open-escalation gauges, read from the feed database (see the module docstring)."""
+
+    def __init__(self, engine: Engine, metrics_: FeedMetrics, now: Callable[[], datetime]) -> None:
+        self.engine = engine
+        self.metrics = metrics_
+        self.now = now
+
+    def refresh(self) -> None:
+        """Everything: every current indicator, and every open episode's state as of now."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*self._indicator_columns())).all()
+            self._set_indicators(rows)
+            self._set_open_escalations(conn)
+
+    def indicators_changed(self, pairs: Collection[tuple[str, str]]) -> None:
+        """The current values of these (location_id, indicator_id) pairs, as stored."""
+        if not pairs:
+            return
+        table = db.indicators_current
+        locations_ = sorted({location_id for location_id, _ in pairs})
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(*self._indicator_columns()).where(table.c.location_id.in_(locations_))).all()
+        self._set_indicators([row for row in rows if (row.location_id, row.indicator_id) in pairs])
+
+    def escalations_changed(self) -> None:
+        with self.engine.connect() as conn:
+            self._set_open_escalations(conn)
+
+    @staticmethod
+    def _indicator_columns() -> tuple:
+        table = db.indicators_current
+        return (table.c.location_id, table.c.indicator_id, table.c.value, table.c.status, table.c.window_end)
+
+    def _set_indicators(self, rows: Iterable[Any]) -> None:
+        for row in rows:
+            self.metrics.set_indicator(CurrentIndicator(  # type: ignore[arg-type] - reads these fields only
+                location_id=row.location_id, indicator_id=row.indicator_id, value=row.value, status=row.status,
+                window_end=row.window_end,
+            ))
+
+    def _set_open_escalations(self, conn: Connection) -> None:
+        episodes = db.escalation_episodes
+        rows = conn.execute(
+            select(episodes.c.location_id, episodes.c.risk, episodes.c.status, episodes.c.acknowledged_at,
+                   episodes.c.deadline_at, episodes.c.raised_at)
+            .where(episodes.c.status != "resolved")
+        ).all()
+        location_ids = conn.execute(select(db.locations.c.location_id)).scalars().all()
+        open_episodes = [
+            metrics.Episode(location_id=row.location_id, risk=row.risk,
+                            acknowledged=row.status == "acknowledged" or row.acknowledged_at is not None,
+                            deadline_at=row.deadline_at, raised_at=row.raised_at)
+            for row in rows
+        ]
+        self.metrics.set_open_escalations(open_episodes, self.now(), location_ids)
 
 
 # --- the consumer loop ---------------------------------------------------------------------------------
@@ -236,12 +333,15 @@ class FeedConsumer:
     retries with backoff while the broker is unreachable. The HTTP API never waits on it."""
 
     def __init__(self, settings: Settings, engine: Engine, hub: LiveHub, status: ConsumerStatus,
-                 now: Callable[[], datetime] = events.utc_now) -> None:
+                 now: Callable[[], datetime] = events.utc_now, *, metrics_: FeedMetrics = FEED,
+                 gauges: StateGauges | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.hub = hub
         self.status = status
         self.now = now
+        self.metrics = metrics_
+        self.gauges = gauges or StateGauges(engine, metrics_, now)
 
     def _on_invalid(self, record: Record, reason: str) -> None:
         self.status.invalid_messages += 1
@@ -249,8 +349,51 @@ class FeedConsumer:
         log.warning("skipped an unreadable message on %s: %s", record.topic, reason[:300])
 
     def _store(self, records: list[Record]) -> list[LiveEvent]:
+        stored: list[tuple[Record, events.Event]] = []
+        invalid: list[tuple[Record, str]] = []
+
+        def on_invalid(record: Record, reason: str) -> None:
+            invalid.append((record, reason))
+            self._on_invalid(record, reason)
+
+        now = self.now()
         with self.engine.begin() as conn:
-            return store_records(conn, records, self.now(), self._on_invalid)
+            live = store_records(conn, records, now, on_invalid, lambda record, event: stored.append((record, event)))
+        try:  # committed: now the metrics (which must never fail the batch)
+            self._record(stored, invalid, now)
+        except Exception:
+            log.exception("could not record the feed metrics of a batch")
+        return live
+
+    def _record(self, stored: list[tuple[Record, events.Event]], invalid: list[tuple[Record, str]],
+                now: datetime) -> None:
+        changed_indicators: set[tuple[str, str]] = set()
+        escalations = False
+        for record, event in stored:
+            self.metrics.observe_event_in(record.topic, event.occurred_at, now)
+            if isinstance(event, events.IndicatorUpdate):
+                if event.kind == "current":
+                    changed_indicators.add((event.location_id, event.indicator_id))
+            else:
+                escalations = True
+        for record, reason in invalid:
+            self.metrics.invalid_message(record.topic, reason)
+        self.gauges.indicators_changed(changed_indicators)
+        if escalations:
+            self.gauges.escalations_changed()
+
+    async def _record_lag(self, consumer: Any) -> None:
+        """Highwater minus position of each assigned partition (never raises: lag is only a metric)."""
+        try:
+            lags: dict[tuple[str, int], int] = {}
+            for tp in consumer.assignment():
+                highwater = consumer.highwater(tp)
+                if highwater is None:
+                    continue  # no fetch answered for it yet
+                lags[(tp.topic, tp.partition)] = highwater - await consumer.position(tp)
+            self.metrics.set_consumer_lag(lags, TOPICS)
+        except Exception:  # lag is only a metric
+            log.debug("could not record the feed consumer lag", exc_info=True)
 
     async def run(self) -> None:
         from aiokafka import AIOKafkaConsumer
@@ -278,6 +421,7 @@ class FeedConsumer:
                 while True:
                     batch = await consumer.getmany(timeout_ms=500, max_records=500)
                     self.status.assigned_partitions = sorted(f"{tp.topic}:{tp.partition}" for tp in consumer.assignment())
+                    await self._record_lag(consumer)
                     records = [
                         Record(tp.topic, message.key.decode("utf-8", "replace") if message.key else None, message.value)
                         for tp, messages in batch.items() for message in messages if message.value is not None

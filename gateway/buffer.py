@@ -44,7 +44,10 @@ class DurableBuffer:
             " seq INTEGER PRIMARY KEY AUTOINCREMENT, topic TEXT NOT NULL, key BLOB, value BLOB NOT NULL,"
             " enqueued_at REAL NOT NULL)"
         )
-        self._bytes = self._db.execute("SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()[0]
+        # Kept in memory so the state gauges (read after every sending round) cost no table scan; one process
+        # writes a buffer file, so these stay exact.
+        self._count, self._bytes = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM outbox").fetchone()
 
     def append(self, topic: str, key: bytes | None, value: bytes, now: float | None = None) -> int:
         with self._lock:
@@ -58,6 +61,7 @@ class DurableBuffer:
                 (topic, key, value, time.time() if now is None else now),
             )
             self._bytes += len(value)
+            self._count += 1
             return cursor.lastrowid
 
     def pending(self, limit: int) -> list[Buffered]:
@@ -76,20 +80,24 @@ class DurableBuffer:
                 f"SELECT COALESCE(SUM(LENGTH(value)), 0) FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})",
                 seqs,
             ).fetchone()[0]
-            self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
+            deleted = self._db.execute(f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(seqs))})", seqs)
             self._bytes -= freed
+            self._count -= deleted.rowcount
 
     def depth(self) -> int:
-        with self._lock:
-            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+        """Messages not yet acknowledged."""
+        return self._count
 
     def size_bytes(self) -> int:
+        """Payload bytes of those messages (what `max_bytes` bounds)."""
         return self._bytes
 
     def oldest_age_s(self, now: float | None = None) -> float:
+        """Seconds since the oldest unacknowledged message was enqueued; 0 when the buffer is empty."""
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(enqueued_at) FROM outbox").fetchone()[0]
-        return 0.0 if oldest is None else max(0.0, (time.time() if now is None else now) - oldest)
+            # The lowest seq is the oldest message (FIFO): one index lookup, not a scan.
+            row = self._db.execute("SELECT enqueued_at FROM outbox ORDER BY seq LIMIT 1").fetchone()
+        return 0.0 if row is None else max(0.0, (time.time() if now is None else now) - row[0])
 
     def close(self) -> None:
         with self._lock:

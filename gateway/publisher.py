@@ -7,6 +7,13 @@ grows and the sender retries with back-off; when the path returns it replays the
 
 Ordering: one round of at most `batch_size` messages is in flight at a time, and the producer retries
 a round until every message in it is acknowledged (idempotent retries keep per-partition order).
+
+Metrics (`carepulse.metrics.GatewayMetrics`, the process-wide `GATEWAY` unless one is passed): every message
+accepted into the buffer (``carepulse_gateway_events_in_total``, and the last-event time), every refusal of
+a full buffer, every message the broker acknowledged (``..._events_out_total``), and the buffer's depth, size
+and oldest age after every append and every sending round, and every second while a round waits for the
+broker (during an outage the round waits, and the gauges must still show the backlog growing). Recording a
+metric never raises into the sender.
 """
 
 from __future__ import annotations
@@ -14,13 +21,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
 
 from carepulse import events
+from carepulse.metrics import GATEWAY, GatewayMetrics
 from carepulse.topics import TopicSpec
-from gateway.buffer import DurableBuffer
+from gateway.buffer import BufferFull, DurableBuffer
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +45,8 @@ class Publisher:
         client_id: str = "carepulse-gateway",
         batch_size: int = 500,
         retry_backoff_s: float = 0.5,
+        metrics: GatewayMetrics = GATEWAY,
+        now: Callable[[], datetime] = events.utc_now,
     ) -> None:
         self.bootstrap = bootstrap
         self.buffer = buffer
@@ -41,6 +54,8 @@ class Publisher:
         self.batch_size = batch_size
         self.retry_backoff_s = retry_backoff_s
         self.sent_total = 0
+        self.metrics = metrics
+        self.now = now
         self._producer: KafkaProducer | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -48,18 +63,26 @@ class Publisher:
 
     # -- producer side -------------------------------------------------------------------------
     def publish(self, spec: TopicSpec, key: str | None, event: events.Event) -> int:
-        """Buffer `event` durably for `spec`'s topic; returns its buffer sequence number."""
-        seq = self.buffer.append(spec.name, key.encode() if key is not None else None, events.to_json(event))
-        self._wake.set()
-        return seq
+        """Buffer `event` durably for `spec`'s topic; returns its buffer sequence number.
+
+        Raises `BufferFull` (counted on ``carepulse_gateway_buffer_rejected_total``) when the buffer is at its
+        limit; the caller keeps the event."""
+        return self.publish_raw(spec.name, key.encode() if key is not None else None, events.to_json(event))
 
     def publish_raw(self, topic: str, key: bytes | None, value: bytes) -> int:
-        seq = self.buffer.append(topic, key, value)
+        try:
+            seq = self.buffer.append(topic, key, value)
+        except BufferFull:
+            self.metrics.buffer_rejected.inc()
+            raise
+        self.metrics.event_in(topic, self.now())
+        self.record_buffer()
         self._wake.set()
         return seq
 
     # -- sender thread ---------------------------------------------------------------------------
     def start(self) -> Publisher:
+        self.record_buffer()  # a buffer replayed from the last run is visible at once
         self._thread.start()
         return self
 
@@ -84,6 +107,7 @@ class Publisher:
             except (KafkaError, OSError) as exc:
                 log.warning("broker unreachable from gateway (%s); readings stay buffered and will be replayed", exc)
                 self._reset_producer()
+                self.record_buffer()
                 self._stop.wait(self.retry_backoff_s)
                 continue
             if not sent:
@@ -99,15 +123,30 @@ class Publisher:
         futures = [(row.seq, producer.send(row.topic, key=row.key, value=row.value)) for row in rows]
         while not all(future.is_done for _, future in futures):
             producer.flush(timeout=1.0)
+            self.record_buffer()
             if self._stop.is_set() and not all(future.is_done for _, future in futures):
                 return 0  # unacknowledged messages stay in the buffer for the next start
         acked = [seq for seq, future in futures if future.succeeded()]
         self.buffer.ack(acked)
         self.sent_total += len(acked)
+        self._record_forwarded(row.topic for row, (_, future) in zip(rows, futures) if future.succeeded())
+        self.record_buffer()
         if len(acked) < len(futures):
             failed = next(future.exception for _, future in futures if future.failed())
             raise KafkaError(f"{len(futures) - len(acked)} of {len(futures)} messages not acknowledged: {failed}")
         return len(acked)
+
+    def record_buffer(self) -> None:
+        """Set the buffer gauges (depth, bytes, oldest age, limit) from the buffer as it is now."""
+        try:
+            self.metrics.set_buffer(self.buffer.depth(), self.buffer.size_bytes(), self.buffer.oldest_age_s(),
+                                    self.buffer.max_bytes)
+        except Exception:  # a metric must never stop the sender
+            log.debug("could not record the buffer gauges", exc_info=True)
+
+    def _record_forwarded(self, topics_acked: Iterable[str]) -> None:
+        for topic, count in Counter(topics_acked).items():
+            self.metrics.events_forwarded(topic, count)
 
     def _connect(self) -> KafkaProducer:
         if self._producer is None:

@@ -4,7 +4,9 @@
 - the `Publisher`, which sends the buffer to Kafka from its own thread;
 - the BLE central on the controller named by ``ble_transport``;
 - the tablet intake, served by uvicorn in this loop (access log off: URL paths carry resident ids);
-- with ``--simulate``, the emulated care home on the virtual link and `HomeSimulator` driving it.
+- with ``--simulate``, the emulated care home on the virtual link and `HomeSimulator` driving it;
+- the Prometheus endpoint ``/metrics`` (`carepulse.metrics.GATEWAY`) on ``metrics_host:gateway_metrics_port``
+  (0: none). It is optional: if it cannot listen, that is logged and the gateway runs on without it.
 
 Stop order is producers first: the simulation, then the central and the intake (nothing new enters the
 buffer), then the publisher drains for a few seconds. Whatever it could not send stays in the durable
@@ -19,11 +21,14 @@ import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 
 import uvicorn
 from bumble.link import LocalLink
 
+from carepulse import metrics as metrics_catalog
+from carepulse.metrics import GATEWAY, GatewayMetrics
 from carepulse.settings import Settings
 from carepulse.simulation import CareHome
 from gateway.ble.central import BleCentral
@@ -74,8 +79,9 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
-def run_gateway(settings: Settings, *, simulate: bool, observation_interval_s: float = 3.0) -> int:
-    """Run the gateway until SIGINT/SIGTERM.
+def run_gateway(settings: Settings, *, simulate: bool, observation_interval_s: float = 3.0,
+                metrics: GatewayMetrics = GATEWAY) -> int:
+    """Run the gateway until SIGINT/SIGTERM, recording its metrics on `metrics`.
 
     Returns 0 after a clean stop, 1 if it could not start, 2 if misconfigured.
     """
@@ -84,21 +90,30 @@ def run_gateway(settings: Settings, *, simulate: bool, observation_interval_s: f
               f"{VIRTUAL} (it is {settings.ble_transport!r}); use --no-simulate with a real controller",
               file=sys.stderr)
         return 2
-    return asyncio.run(_serve(settings, simulate=simulate, observation_interval_s=observation_interval_s))
+    return asyncio.run(_serve(settings, simulate=simulate, observation_interval_s=observation_interval_s,
+                              metrics=metrics))
 
 
-async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: float) -> int:
+async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: float,
+                 metrics: GatewayMetrics) -> int:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
 
+    metrics.set_gateway_id(settings.gateway_id)
+    metrics.last_event.set(time.time())  # "no event since" counts from the start, not from 1970
     gateway_dir = settings.data_dir / "gateway"
     registry = Registry(gateway_dir / "registry.sqlite")
     buffer = DurableBuffer(gateway_dir / "buffer.sqlite", settings.gateway_buffer_max_bytes)
-    publisher = Publisher(settings.bootstrap, buffer, client_id=settings.gateway_id).start()
+    publisher = Publisher(settings.bootstrap, buffer, client_id=settings.gateway_id, metrics=metrics).start()
     async with contextlib.AsyncExitStack() as stack:
-        # Callbacks run in reverse: the publisher drains last, after every producer of events has stopped.
+        # Callbacks run in reverse: the publisher drains last, after every producer of events has stopped,
+        # and /metrics stops after everything else.
+        metrics_server = metrics_catalog.serve_metrics_or_log(settings.gateway_metrics_port, metrics.registry,
+                                                              settings.metrics_host, role="gateway")
+        if metrics_server is not None:
+            stack.callback(_stop_metrics, metrics_server)
         stack.callback(registry.close)
         stack.callback(buffer.close)
         stack.callback(_report_stopped, buffer)
@@ -115,7 +130,8 @@ async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: 
 
         transport = await open_controller_transport(settings.ble_transport)
         stack.push_async_callback(transport.close)
-        central = BleCentral(transport.device, registry, publisher, gateway_id=settings.gateway_id)
+        central = BleCentral(transport.device, registry, publisher, gateway_id=settings.gateway_id,
+                             metrics=metrics)
 
         app = create_intake_app(registry, publisher, gateway_id=settings.gateway_id)
         server = _EmbeddedServer(uvicorn.Config(
@@ -134,7 +150,7 @@ async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: 
                  settings.gateway_id, settings.gateway_host, settings.gateway_port, settings.ble_transport,
                  buffer.path)
 
-        watching = asyncio.create_task(_watch_buffer(buffer, stopping))
+        watching = asyncio.create_task(_watch_buffer(buffer, publisher, stopping))
         stack.push_async_callback(_cancel, watching)
         if simulate:
             simulator = await _start_simulation(settings, registry, transport.link, observation_interval_s,
@@ -167,6 +183,11 @@ async def _start_simulation(settings: Settings, registry: Registry, link: LocalL
                          observation_interval_s=observation_interval_s)
 
 
+def _stop_metrics(server) -> None:
+    server.shutdown()
+    server.server_close()
+
+
 def _listen(host: str, port: int) -> socket.socket:
     """The intake's listening socket, bound here: uvicorn calls sys.exit when it cannot bind, which would
     skip the orderly stop; an OSError here is handled like any other start-up failure."""
@@ -197,9 +218,12 @@ async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> N
         await serving
 
 
-async def _watch_buffer(buffer: DurableBuffer, stopping: asyncio.Event) -> None:
+async def _watch_buffer(buffer: DurableBuffer, publisher: Publisher, stopping: asyncio.Event) -> None:
     alarm = BufferAlarm(buffer.max_bytes)
     while not stopping.is_set():
+        # Also between sending rounds: the oldest message ages while the broker is unreachable, and the
+        # producer may spend its whole bootstrap timeout before a round fails.
+        publisher.record_buffer()
         change = alarm.check(buffer.size_bytes())
         if change is True:
             log.warning("gateway buffer is over %.0f %% of its %d-byte limit (%d bytes, %d messages): the "

@@ -58,12 +58,8 @@ class CarepulseApp(faust.App):
     async def on_first_start(self) -> None:
         settings = self.carepulse_settings
         await asyncio.to_thread(ensure_topics, settings.bootstrap, settings.topic_partitions)
-        if settings.worker_metrics_port:
-            try:
-                metrics.serve_metrics(settings.worker_metrics_port, metrics.WORKER.registry, settings.metrics_host)
-            except OSError as exc:  # metrics must never stop escalations
-                log.error("cannot serve /metrics on %s:%s (%s); the worker runs without it",
-                          settings.metrics_host, settings.worker_metrics_port, exc)
+        metrics.serve_metrics_or_log(settings.worker_metrics_port, metrics.WORKER.registry, settings.metrics_host,
+                                     role="worker")
         await super().on_first_start()
 
     async def on_started(self) -> None:

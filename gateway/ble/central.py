@@ -45,10 +45,14 @@ Errors: the central never lets an input stop it. A value or frame that cannot be
 with ``stage="gateway.ble"`` on DEAD_LETTERS. The dead letter keeps the reason, ``original_topic`` as
 ``ble:0x<UUID>``, the device address as ``original_key`` and the bytes as hex. It is also logged.
 
-The counters are plain attributes, read for Prometheus: `devices_seen` (registered devices heard),
-`devices_connected` (GATT sessions open now), `readings_published`, `care_events_published`,
-`dead_letters`, `replays_rejected`, `downgrades_rejected`, and `unregistered_ignored` (advertisements
-from unregistered addresses).
+The counters are plain attributes: `devices_seen` (registered devices heard), `devices_connected`
+(GATT sessions open now), `readings_published`, `care_events_published`, `dead_letters`,
+`replays_rejected`, `downgrades_rejected`, and `unregistered_ignored` (advertisements from unregistered
+addresses). The same facts are recorded on `metrics` (`carepulse.metrics.GatewayMetrics`, the process-wide
+`GATEWAY` unless one is passed): ``carepulse_gateway_ble_devices_seen``/``_connected``,
+``carepulse_gateway_ble_rejected_total{reason="replay"|"downgrade"|"unregistered"}`` and
+``carepulse_dead_letters_total{stage="gateway.ble"}`` by reason category. Readings and care events are
+counted where they enter the buffer (`gateway.publisher.Publisher`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from bumble.gatt_client import CharacteristicProxy
 from bumble.hci import Address
 
 from carepulse import events
+from carepulse.metrics import GATEWAY, GatewayMetrics
 from carepulse.topics import CARE_EVENTS, DEAD_LETTERS, READINGS, TopicSpec
 from gateway import codecs
 from gateway.ble import blood_pressure, bthome, health_thermometer, heart_rate, pulse_oximeter, weight_scale
@@ -153,6 +158,7 @@ class BleCentral:
         reconnect_backoff_s: float = 1.0,
         reconnect_backoff_max_s: float = 60.0,
         now: Callable[[], datetime] = events.utc_now,
+        metrics: GatewayMetrics = GATEWAY,
     ) -> None:
         self.device = device
         self.registry = registry
@@ -164,6 +170,7 @@ class BleCentral:
         self.reconnect_backoff_s = reconnect_backoff_s
         self.reconnect_backoff_max_s = reconnect_backoff_max_s
         self.now = now
+        self.metrics = metrics
 
         self.devices_seen = 0
         self.devices_connected = 0
@@ -184,6 +191,7 @@ class BleCentral:
 
     async def start(self) -> None:
         """Power the controller on and start the passive scan."""
+        self._record_devices()
         await self.device.power_on()
         self.device.on(Device.EVENT_ADVERTISEMENT, self._on_advertisement)
         # Window equal to interval: listen the whole time. No duplicate filtering, because a controller's
@@ -220,10 +228,12 @@ class BleCentral:
         record = self.registry.device(address)
         if record is None:
             self.unregistered_ignored += 1
+            self.metrics.ble_reject("unregistered")
             return
         if address not in self._seen:
             self._seen.add(address)
             self.devices_seen = len(self._seen)
+            self._record_devices()
         if record.kind in GATT_KINDS:
             if advertisement.is_connectable:
                 self._start_session(record, advertisement.address)
@@ -247,12 +257,14 @@ class BleCentral:
         decoded = codecs.decode(bthome.SERVICE_DATA_UUID, frame, mac=record.address, key=record.bthome_key)
         if record.bthome_key is not None and not decoded["encrypted"]:
             self.downgrades_rejected += 1
+            self.metrics.ble_reject("downgrade")
             log.warning("refused a plaintext BTHome frame from %s, which has a key: a downgrade "
                         "(ble_health.md §11.4)", record.address)
             return
         counter = decoded["counter"]
         if counter is not None and not self.registry.accept_bthome_counter(record.address, counter):
             self.replays_rejected += 1
+            self.metrics.ble_reject("replay")
             log.warning("refused a replayed BTHome frame from %s: counter %d is not above the last accepted "
                         "one (ble_health.md §11.4)", record.address, counter)
             return
@@ -270,7 +282,7 @@ class BleCentral:
             ))
         if record.kind == "fall_pendant" and bthome.FALL_BUTTON_EVENT in buttons:
             if record.resident_id is None:
-                raise ValueError(f"fall pendant {record.address} is not assigned to a resident, so its alert "
+                raise ValueError(f"fall pendant {record.address} has no resident assigned, so its alert "
                                  "cannot be recorded as a fall; assign it in the registry")
             alert_id = f"fall-{frame_id}"
             self._publish_care_event(events.Fall(
@@ -289,6 +301,9 @@ class BleCentral:
         self.sink.publish(CARE_EVENTS, event.location_id, event)
         self.care_events_published += 1
 
+    def _record_devices(self) -> None:
+        self.metrics.set_ble_devices(self.devices_seen, self.devices_connected)
+
     # -- GATT sessions ---------------------------------------------------------------------------
     def _start_session(self, record: RegisteredDevice, address: Address) -> None:
         if record.address in self._sessions or time.monotonic() < self._retry_at.get(record.address, 0.0):
@@ -304,6 +319,7 @@ class BleCentral:
             disconnected = asyncio.Event()
             connection.on(Connection.EVENT_DISCONNECTION, lambda _reason: disconnected.set())
             self.devices_connected += 1
+            self._record_devices()
             try:
                 count = await self._subscribe_measurements(record, connection)
                 subscribed = True
@@ -313,6 +329,7 @@ class BleCentral:
                 log.info("%s %s disconnected", record.kind, record.address)
             finally:
                 self.devices_connected -= 1
+                self._record_devices()
                 if not disconnected.is_set():
                     await connection.disconnect()
         except Exception as error:
@@ -400,7 +417,7 @@ class BleCentral:
     ) -> None:
         decoded = codecs.decode(uuid16, value)
         if record.resident_id is None:
-            raise ValueError(f"{record.kind} {record.address} is not assigned to a resident, so its reading "
+            raise ValueError(f"{record.kind} {record.address} has no resident assigned, so its reading "
                              "cannot be attributed; assign it in the registry")
         event_id = (
             events.derived_event_id("ble.reading", record.address, f"{uuid16:04X}", value.hex())
@@ -446,6 +463,7 @@ class BleCentral:
                 original_payload=payload.hex(),
             ))
             self.dead_letters += 1
+            self.metrics.dead_letter(STAGE, error)
         except Exception:
             # Nothing more can be done here (e.g. the buffer is full). The log line is the record.
             log.exception("could not dead-letter value 0x%04X from %s (payload %s)", uuid16, record.address,

@@ -126,10 +126,10 @@ def unique(prefix: str) -> str:
 class FeedServer:
     """The feed app under uvicorn in a thread (its own event loop), consuming from the real broker."""
 
-    def __init__(self, settings: Settings, engine) -> None:
+    def __init__(self, settings: Settings, engine, **app_options) -> None:
         self.settings = settings
         self.engine = engine
-        self.app = create_feed_app(settings, engine=engine)
+        self.app = create_feed_app(settings, engine=engine, **app_options)
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.feed_port,
                                                     log_level="warning", timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self.server.run, daemon=True)

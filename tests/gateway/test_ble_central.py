@@ -8,6 +8,7 @@ import secrets
 import pytest
 
 from carepulse import events
+from carepulse.metrics import GatewayMetrics
 from gateway.ble import bthome
 from gateway.ble.blood_pressure import BloodPressureCuff
 from gateway.ble.bthome import CallBell, FallPendant, SmartCup
@@ -124,8 +125,10 @@ def test_a_call_bell_without_a_resident_raises_a_call_and_publishes_no_reading(t
 
 
 def test_a_replayed_frame_is_rejected_and_counted(tmp_path):
+    metrics = GatewayMetrics()
+
     async def scenario() -> None:
-        async with virtual_gateway(tmp_path) as gateway:
+        async with virtual_gateway(tmp_path, metrics=metrics) as gateway:
             key = secrets.token_bytes(16)
             bell = CallBell(gateway.link, gateway.provision("call_bell", key=key), key=key)
             await gateway.start(bell)
@@ -138,19 +141,27 @@ def test_a_replayed_frame_is_rejected_and_counted(tmp_path):
                 f"call-{bell.address.replace(':', '-')}-{counter}" for counter in (1, 2)
             ]
             assert len(gateway.sink.published) == 4
+            assert metrics.value("carepulse_gateway_ble_rejected_total", reason="replay") == 1
+            assert metrics.value("carepulse_gateway_ble_rejected_total", reason="downgrade") == 0
+            assert metrics.value("carepulse_gateway_ble_devices_seen") == 1
+            assert metrics.value("carepulse_gateway_ble_devices_connected") == 0  # BTHome: no GATT session
 
     run(scenario)
 
 
 def test_a_plaintext_frame_from_a_device_with_a_key_is_refused_as_a_downgrade(tmp_path):
+    metrics = GatewayMetrics()
+
     async def scenario() -> None:
-        async with virtual_gateway(tmp_path) as gateway:
+        async with virtual_gateway(tmp_path, metrics=metrics) as gateway:
             key = secrets.token_bytes(16)
             bell = CallBell(gateway.link, gateway.provision("call_bell", key=key), key=key)
             await gateway.start(bell)
             await bell.broadcast(encode_bthome([(bthome.PACKET_ID, 1), (bthome.BUTTON, "press")]))
             await eventually(lambda: gateway.central.downgrades_rejected == 1)
             assert gateway.sink.published == []
+            assert metrics.value("carepulse_gateway_ble_rejected_total", reason="downgrade") == 1
+            assert metrics.value("carepulse_gateway_ble_rejected_total", reason="replay") == 0
 
     run(scenario)
 
@@ -176,13 +187,18 @@ def test_a_frame_encrypted_with_another_key_is_dead_lettered_with_its_bytes(tmp_
 
 
 def test_an_unregistered_device_is_ignored_and_counted(tmp_path):
+    metrics = GatewayMetrics()
+
     async def scenario() -> None:
-        async with virtual_gateway(tmp_path) as gateway:
+        async with virtual_gateway(tmp_path, metrics=metrics) as gateway:
             stranger = CallBell(gateway.link, "C0:FF:EE:00:00:01", key=None)
             await gateway.start(stranger)
             await stranger.emit()
             assert gateway.central.unregistered_ignored > 0
             assert (gateway.sink.published, gateway.central.devices_seen) == ([], 0)
+            assert metrics.value("carepulse_gateway_ble_rejected_total", reason="unregistered") == \
+                gateway.central.unregistered_ignored
+            assert metrics.value("carepulse_gateway_ble_devices_seen") == 0
 
     run(scenario)
 
@@ -193,8 +209,10 @@ def test_an_undecodable_value_is_dead_lettered_with_hex_and_reason_and_the_next_
     with pytest.raises(DecodeError) as decoding:
         decode(0x2A5E, malformed)
 
+    metrics = GatewayMetrics()
+
     async def scenario() -> None:
-        async with virtual_gateway(tmp_path) as gateway:
+        async with virtual_gateway(tmp_path, metrics=metrics) as gateway:
             oximeter = PulseOximeter(gateway.link, gateway.provision("pulse_oximeter"))
             await gateway.start(oximeter)
             await oximeter.send(0x2A5E, malformed)
@@ -210,13 +228,20 @@ def test_an_undecodable_value_is_dead_lettered_with_hex_and_reason_and_the_next_
             )
             assert (next_topic, reading.values["spo2_pct"]) == ("readings", 96.0)
             assert (gateway.central.dead_letters, gateway.central.readings_published) == (1, 1)
+            assert metrics.value("carepulse_dead_letters_total", stage="gateway.ble", reason="decode_error") == 1
+            # A GATT device: heard once, one session open while it is connected.
+            assert metrics.value("carepulse_gateway_ble_devices_seen") == 1
+            assert metrics.value("carepulse_gateway_ble_devices_connected") == 1
+        assert metrics.value("carepulse_gateway_ble_devices_connected") == 0  # the central closed the session
 
     run(scenario)
 
 
 def test_a_reading_from_a_device_without_a_resident_is_dead_lettered(tmp_path):
+    metrics = GatewayMetrics()
+
     async def scenario() -> None:
-        async with virtual_gateway(tmp_path) as gateway:
+        async with virtual_gateway(tmp_path, metrics=metrics) as gateway:
             oximeter = PulseOximeter(gateway.link, gateway.provision("pulse_oximeter", resident_id=None))
             await gateway.start(oximeter)
             payload = await oximeter.measure(96, 70)
@@ -225,10 +250,11 @@ def test_a_reading_from_a_device_without_a_resident_is_dead_lettered(tmp_path):
             [(topic, _, letter)] = gateway.sink.published
             assert topic == "dead-letters"
             assert letter.reason == (
-                f"ValueError: pulse_oximeter {oximeter.address} is not assigned to a resident, so its "
+                f"ValueError: pulse_oximeter {oximeter.address} has no resident assigned, so its "
                 "reading cannot be attributed; assign it in the registry"
             )
             assert letter.original_payload == payload.hex()
+            assert metrics.value("carepulse_dead_letters_total", stage="gateway.ble", reason="unregistered") == 1
 
     run(scenario)
 

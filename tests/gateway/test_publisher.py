@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from carepulse import events, topics
+from carepulse.metrics import GatewayMetrics
 from gateway.buffer import BufferFull, DurableBuffer
 from gateway.publisher import Publisher
 from tests.factories import observation_set, unique_resident
 from tests.kafka_helpers import free_port, parse_all, read_topic
-
-import pytest
 
 
 def _sets(count: int, residents: list[str]) -> list[events.ObservationSet]:
@@ -64,3 +65,73 @@ def test_full_buffer_refuses_new_messages_with_a_reason(tmp_path):
         buffer.append("observation-sets", b"k", b"y" * 60)
     assert buffer.depth() == 1
     assert buffer.size_bytes() == 60
+
+
+# -- metrics ---------------------------------------------------------------------------------------------
+def test_metrics_count_what_entered_the_buffer_and_what_the_broker_acknowledged(broker, tmp_path):
+    residents = [unique_resident() for _ in range(2)]
+    sets = _sets(30, residents)
+    falls_topic = topics.CARE_EVENTS
+    metrics = GatewayMetrics()
+    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=10_000_000)
+    publisher = Publisher(broker.bootstrap, buffer, metrics=metrics)
+    before = time.time()
+    for event in sets:
+        publisher.publish(topics.OBSERVATION_SETS, event.resident_id, event)
+    publisher.publish_raw(falls_topic.name, b"loc-metrics", b'{"not": "checked here"}')
+    # Not started yet: everything is in, nothing out.
+    assert metrics.value("carepulse_gateway_events_in_total", topic="observation-sets") == 30
+    assert metrics.value("carepulse_gateway_events_in_total", topic="care-events") == 1
+    assert metrics.value("carepulse_gateway_events_out_total", topic="observation-sets") == 0
+    assert before <= metrics.value("carepulse_gateway_last_event_timestamp_seconds") <= time.time()
+
+    publisher.start()
+    publisher.stop(drain_timeout_s=30)
+    assert buffer.depth() == 0
+    assert metrics.value("carepulse_gateway_events_out_total", topic="observation-sets") == 30
+    assert metrics.value("carepulse_gateway_events_out_total", topic="care-events") == 1
+    assert metrics.value("carepulse_gateway_events_out_total", topic="readings") == 0
+    # The gauges after the last sending round: an empty buffer, and its limit.
+    assert metrics.value("carepulse_gateway_buffer_messages") == 0
+    assert metrics.value("carepulse_gateway_buffer_bytes") == 0
+    assert metrics.value("carepulse_gateway_buffer_oldest_age_seconds") == 0
+    assert metrics.value("carepulse_gateway_buffer_limit_bytes") == 10_000_000
+    assert metrics.value("carepulse_gateway_buffer_rejected_total") == 0
+
+
+def test_metrics_show_the_backlog_while_the_broker_is_unreachable_and_count_refusals_when_full(tmp_path):
+    sets = _sets(6, [unique_resident()])
+    size = len(events.to_json(sets[0]))
+    assert {len(events.to_json(e)) for e in sets} == {size}
+    metrics = GatewayMetrics()
+    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=5 * size)
+    for event in sets[:4]:  # left by the last run, a minute ago
+        buffer.append(topics.OBSERVATION_SETS.name, None, events.to_json(event), now=time.time() - 60)
+    # Not started: the broker is unreachable, so nothing leaves the buffer anyway.
+    publisher = Publisher(f"127.0.0.1:{free_port()}", buffer, metrics=metrics)
+    publisher.publish(topics.OBSERVATION_SETS, sets[4].resident_id, sets[4])
+    assert metrics.value("carepulse_gateway_events_in_total", topic="observation-sets") == 1
+    assert metrics.value("carepulse_gateway_buffer_messages") == 5
+    assert metrics.value("carepulse_gateway_buffer_bytes") == 5 * size
+    assert metrics.value("carepulse_gateway_buffer_limit_bytes") == 5 * size
+    assert 60 <= metrics.value("carepulse_gateway_buffer_oldest_age_seconds") < 70
+
+    with pytest.raises(BufferFull):
+        publisher.publish(topics.OBSERVATION_SETS, sets[5].resident_id, sets[5])
+    assert metrics.value("carepulse_gateway_buffer_rejected_total") == 1
+    assert metrics.value("carepulse_gateway_events_in_total", topic="observation-sets") == 1  # not accepted
+    assert metrics.value("carepulse_gateway_buffer_messages") == 5
+    assert metrics.value("carepulse_gateway_events_out_total", topic="observation-sets") == 0
+
+
+def test_the_buffer_state_survives_a_reopen(tmp_path):
+    path = tmp_path / "buffer.sqlite"
+    first = DurableBuffer(path)
+    first.append("readings", None, b"a" * 10, now=100.0)
+    first.append("readings", None, b"b" * 20, now=150.0)
+    first.ack([first.pending(1)[0].seq])
+    first.close()
+    reopened = DurableBuffer(path)
+    assert (reopened.depth(), reopened.size_bytes(), reopened.oldest_age_s(now=160.0)) == (1, 20, 10.0)
+    reopened.ack([reopened.pending(1)[0].seq, 999])  # an unknown seq changes nothing
+    assert (reopened.depth(), reopened.size_bytes(), reopened.oldest_age_s()) == (0, 0, 0.0)
