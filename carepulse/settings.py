@@ -57,6 +57,11 @@ class Settings(BaseSettings):
         description="A location with no recent events has its indicators evaluated this far behind the wall "
         "clock, so windows slide and deadlines pass while it is quiet; events arriving later still correct them.",
     )
+    indicators_refresh_s: float = Field(
+        default=15.0, ge=0,
+        description="A location's indicators are re-evaluated at most this often (each evaluation reads its "
+        "whole windows; escalations must not wait behind it).",
+    )
     indicators_future_tolerance_s: float = Field(
         default=300.0, ge=0,
         description="Care events dated further than this ahead of the worker's clock are dead-lettered: a "

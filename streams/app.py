@@ -183,7 +183,8 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
     table = app.Table("location-state", default=None, partitions=settings.topic_partitions, key_type=str)
     store = LocationStore(table, rules)
     board = IndicatorBoard(store, worker_id=settings.worker_id,
-                           wall_clock_lag=timedelta(seconds=settings.indicators_wall_clock_lag_s))
+                           wall_clock_lag=timedelta(seconds=settings.indicators_wall_clock_lag_s),
+                           refresh=timedelta(seconds=settings.indicators_refresh_s))
     future_tolerance = timedelta(seconds=settings.indicators_future_tolerance_s)
     state_lock = asyncio.Lock()
 
@@ -228,6 +229,8 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
         for location_id in store.locations():
             if partition_of(location_id.encode(), settings.topic_partitions) not in owned:
                 continue
+            # Between locations the agents run: a red reading must not wait for every home's indicators.
+            await asyncio.sleep(0)
             async with state_lock:
                 updates = board.updates(location_id, now)
             for spec, key, event in updates:

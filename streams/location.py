@@ -425,10 +425,15 @@ class IndicatorBoard:
     values, same event ids), which a compacted topic and idempotent consumers absorb.
     """
 
-    def __init__(self, store: LocationStore, *, worker_id: str, wall_clock_lag: timedelta) -> None:
+    def __init__(self, store: LocationStore, *, worker_id: str, wall_clock_lag: timedelta,
+                 refresh: timedelta = timedelta(0)) -> None:
         self.store = store
         self.worker_id = worker_id
         self.wall_clock_lag = wall_clock_lag
+        #: A location is evaluated at most once per `refresh` (wall clock): evaluating reads its whole window,
+        #: and a busy location must not take the worker's time from the escalations of its residents.
+        self.refresh = refresh
+        self._last_run: dict[str, datetime] = {}
         self._published: dict[str, tuple] = {}
         self._evaluated_at: dict[str, datetime] = {}
         self._snapshot_at: dict[str, datetime] = {}
@@ -444,17 +449,26 @@ class IndicatorBoard:
         self._published.clear()
         self._evaluated_at.clear()
         self._snapshot_at.clear()
+        self._last_run.clear()
+
+    def due(self, location_id: str, now: datetime) -> bool:
+        """Whether the location may be evaluated at `now`: not evaluated within the last `refresh`."""
+        last = self._last_run.get(location_id)
+        return last is None or now - last >= self.refresh
 
     def updates(self, location_id: str, now: datetime, beds: int | None = None
                 ) -> list[tuple[TopicSpec, str, ev.Event]]:
         """(topic, key, event) for each indicator whose published form changed — the current values, and the
         snapshot at the last local midnight when that midnight is new or an event before it arrived — and an
         alert for each current indicator that turned red."""
+        if not self.due(location_id, now):
+            return []
         as_of = evaluation_instant(self.store.clock(location_id), now, self.wall_clock_lag)
         changed_since = self._changed_since.pop(location_id, None)
         results: list[tuple[TopicSpec, str, ev.Event]] = []
         if changed_since is not None or self._evaluated_at.get(location_id) != as_of:
             self._evaluated_at[location_id] = as_of
+            self._last_run[location_id] = now
             for value in self.store.evaluate(location_id, as_of, beds=beds):
                 results += self._if_changed(topics_key(value.location_id, value.indicator_id), value, "current", now)
         midnight = last_midnight(as_of)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from carepulse import events as ev
 from indicators.quality import local_midnight
 from indicators.recompute import recompute
-from streams.location import LocationStore, TooLate, retention
+from streams.location import IndicatorBoard, LocationStore, TooLate, retention
 from tests.indicators import test_recompute as hand_built
 
 SRC = ev.Source(gateway_id="gw-1")
@@ -187,3 +187,18 @@ def test_an_admission_at_the_census_midnight_counts_as_the_oracle_says(offset: t
     assert values == oracle(log, as_of)["home-a"]
     hydration_days = values[2].denominator
     assert hydration_days == (4 if offset <= timedelta(0) else 3)
+
+
+def test_a_busy_location_is_evaluated_at_most_once_per_refresh_interval() -> None:
+    store = LocationStore({})
+    for event in hand_built.care_home():
+        store.apply(event)
+    board = IndicatorBoard(store, worker_id="w", wall_clock_lag=timedelta(minutes=5), refresh=timedelta(seconds=15))
+    now = hand_built.AS_OF
+    assert board.updates("home-a", now)
+    drink = fluid(now - timedelta(days=2))  # a late drink two days back: it changes a whole resident-day
+    store.apply(drink)
+    board.applied(drink)
+    assert board.updates("home-a", now + timedelta(seconds=5)) == []  # the change waits for the interval
+    later = board.updates("home-a", now + timedelta(seconds=15))
+    assert any(event.indicator_id == "hydration_consumed_vs_offered" for _, _, event in later)
