@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from carepulse import events as ev
 from indicators.quality import local_midnight
 from indicators.recompute import recompute
-from streams.location import IndicatorBoard, LocationStore, TooLate, retention
+from streams.location import IndicatorBoard, LocationStore, TooLate, evaluation_instant, retention
 from tests.indicators import test_recompute as hand_built
 
 SRC = ev.Source(gateway_id="gw-1")
@@ -202,3 +202,15 @@ def test_a_busy_location_is_evaluated_at_most_once_per_refresh_interval() -> Non
     assert board.updates("home-a", now + timedelta(seconds=5)) == []  # the change waits for the interval
     later = board.updates("home-a", now + timedelta(seconds=15))
     assert any(event.indicator_id == "hydration_consumed_vs_offered" for _, _, event in later)
+
+
+@pytest.mark.parametrize(("clock", "expected"), [
+    (None, datetime(2026, 3, 10, 11, 55, tzinfo=timezone.utc)),  # nothing yet: the wall clock less the lag
+    (datetime(2026, 3, 10, 11, 59, 30, tzinfo=timezone.utc), datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc)),
+    (datetime(2026, 3, 10, 12, 0, tzinfo=timezone.utc), datetime(2026, 3, 10, 12, 1, tzinfo=timezone.utc)),
+    # quiet for an hour: windows still slide (and 23:00 deadlines pass) on the wall clock
+    (datetime(2026, 3, 10, 11, 0, tzinfo=timezone.utc), datetime(2026, 3, 10, 11, 55, tzinfo=timezone.utc)),
+])
+def test_indicators_are_evaluated_after_the_newest_event_or_on_the_wall_clock_when_quiet(clock, expected) -> None:
+    now = datetime(2026, 3, 10, 12, 0, 42, tzinfo=timezone.utc)
+    assert evaluation_instant(clock, now, timedelta(minutes=5)) == expected
