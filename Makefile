@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test bench schemas clean
+.PHONY: demo test fuzz bench schemas clean
 
 $(VENV)/.installed: pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "carepulse needs Python 3.11 or newer; set PYTHON=python3.11")'
@@ -17,8 +17,16 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(PY) -m pytest
 
+# The dedicated fuzzing job (issue 10): every fuzzer with the big hypothesis profile; ends with the number of
+# inputs tried. `make test` runs the same fuzzers with a small sample.
+fuzz: $(VENV)/.installed
+	$(PY) -m pytest -p no:cacheprovider --hypothesis-profile=fuzz tests/fuzz tests/gateway/test_codecs_fuzz.py
+
+# Benchmarks (issue 9; not part of `make test`): NEWS2 scoring, then the whole pipeline on its own embedded
+# broker (about 25 minutes with the issue's sizes); figures printed and written to bench/results.json.
 bench: $(VENV)/.installed
 	$(PY) bench/bench_news2.py
+	$(PY) bench/pipeline.py
 
 schemas: $(VENV)/.installed
 	$(VENV)/bin/carepulse schemas --write

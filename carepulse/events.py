@@ -47,6 +47,19 @@ ResidentId = Annotated[Identifier, AfterValidator(_pseudonymous)]
 Consciousness = Literal["A", "C", "V", "P", "U"]
 RiskLevel = Literal["low", "low-medium", "medium", "high"]
 EscalationRisk = Literal["low-medium", "medium", "high"]
+#: The instants an event may carry. Far outside them a timestamp is a corrupt field or a device clock reset,
+#: not care; and arithmetic near year 1 or 9999 (a day boundary, a deadline) would overflow downstream.
+EARLIEST_INSTANT = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST_INSTANT = datetime(2200, 1, 1, tzinfo=timezone.utc)
+
+
+def _plausible_instant(value: datetime) -> datetime:
+    if not EARLIEST_INSTANT <= value < LATEST_INSTANT:
+        raise ValueError(f"must be between {EARLIEST_INSTANT:%Y} and {LATEST_INSTANT:%Y}")
+    return value
+
+
+Instant = Annotated[AwareDatetime, AfterValidator(_plausible_instant)]
 # Finite numbers only: NaN or infinity in a vital sign is a device fault, not a value to score.
 Measurement = Annotated[float, Field(allow_inf_nan=False)]
 
@@ -75,8 +88,8 @@ class Event(BaseModel):
 
     event_id: uuid.UUID
     schema_version: Literal[1] = SCHEMA_VERSION
-    occurred_at: AwareDatetime
-    received_at: AwareDatetime
+    occurred_at: Instant
+    received_at: Instant
     source: Source
     location_id: Identifier
 
@@ -152,7 +165,7 @@ class Scale2Prescription(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     prescribed_by: Identifier
-    prescribed_at: AwareDatetime
+    prescribed_at: Instant
 
 
 class ResidentRecord(ResidentEvent):
@@ -183,10 +196,10 @@ class Escalation(ResidentEvent):
     score_event_id: uuid.UUID | None = None
     response: str
     rules_version: str
-    raised_at: AwareDatetime | None = None
-    deadline_at: AwareDatetime | None = None
+    raised_at: Instant | None = None
+    deadline_at: Instant | None = None
     acknowledged_by: Identifier | None = None
-    acknowledged_at: AwareDatetime | None = None
+    acknowledged_at: Instant | None = None
     resolution: str | None = None
 
 
@@ -196,8 +209,8 @@ class EscalationOverdue(ResidentEvent):
     event_type: Literal["escalation_overdue"] = "escalation_overdue"
     episode_id: uuid.UUID
     risk: EscalationRisk
-    raised_at: AwareDatetime
-    deadline_at: AwareDatetime
+    raised_at: Instant
+    deadline_at: Instant
 
 
 class ObservationOverdue(ResidentEvent):
@@ -205,8 +218,8 @@ class ObservationOverdue(ResidentEvent):
 
     event_type: Literal["observation_overdue"] = "observation_overdue"
     last_score_event_id: uuid.UUID
-    last_scored_at: AwareDatetime
-    due_at: AwareDatetime
+    last_scored_at: Instant
+    due_at: Instant
     monitoring: str
 
 
@@ -287,8 +300,8 @@ class VisitPlanned(ResidentEvent):
 
     event_type: Literal["visit_planned"] = "visit_planned"
     visit_id: Identifier
-    planned_start: AwareDatetime
-    planned_end: AwareDatetime
+    planned_start: Instant
+    planned_end: Instant
     time_critical: bool = False
     tasks: list[VisitTask] = Field(default_factory=list, max_length=50)
 
@@ -358,8 +371,8 @@ class IndicatorUpdate(Event):
     title: str
     unit: str
     kind: Literal["current", "daily_snapshot"]
-    window_start: AwareDatetime
-    window_end: AwareDatetime
+    window_start: Instant
+    window_end: Instant
     numerator: float
     denominator: float
     value: float | None

@@ -221,7 +221,7 @@ class Inspection(BaseModel):
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     described = {
         304: {"description": "Not modified: the representation still matches the If-None-Match ETag."},
-        401: {"model": Problem, "description": "Missing, invalid or revoked API key."},
+        401: {"model": Problem, "description": "Missing, invalid, expired or revoked API key."},
         403: {"model": Problem, "description": "The key's role may not read this (regulator: aggregates only)."},
         404: {"model": Problem, "description": "No such location or indicator visible to this key."},
         422: {"model": InvalidRequest, "description": "A parameter is missing or not valid."},
@@ -256,8 +256,9 @@ _bearer = HTTPBearer(auto_error=False, description="An API key from `carepulse f
 
 def principal(request: Request, feed: FeedDep,
               credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]) -> auth.Principal:
-    """The one authentication check: every /v1 read needs an unrevoked key."""
-    who = auth.authenticate(feed.engine, credentials.credentials) if credentials else None
+    """The one authentication check: every /v1 read needs a key neither revoked nor expired. An expired key
+    gets the revoked key's answer: the caller learns only that this key does not work."""
+    who = auth.authenticate(feed.engine, credentials.credentials, now=feed.now()) if credentials else None
     if who is None:
         raise HTTPException(401, "missing, invalid or revoked API key", headers={"WWW-Authenticate": "Bearer"})
     request.state.principal = who

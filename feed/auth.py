@@ -8,6 +8,10 @@ key; and the hash is the lookup index, so checking a request costs one indexed r
 Roles: ``regulator`` sees every location, aggregates only; ``provider:<id>`` sees only the registered
 locations of that provider, with pseudonymous resident-level escalation detail (cqc_domain.md §5, role-based
 access control and NDG standard 4: need-to-know, attributable to a named key, removed promptly by revoking).
+
+A key may also expire (``expires_at``, e.g. ``feed keys create --expires-in-days 90``): from that instant it is
+refused exactly like a revoked key, so access granted for an inspection or a contract ends without anyone
+having to remember to revoke it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, select, update
 
@@ -56,17 +60,30 @@ def secret_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_key(engine: Engine, *, role: str, name: str, now: datetime) -> tuple[str, str]:
-    """A new key; returns (key id, secret token). The token is not stored and cannot be shown again."""
+#: The longest expiry `create_key` accepts for `expires_in_days` (ten years; no expiry at all is None).
+MAX_EXPIRY_DAYS = 3660
+
+
+def create_key(engine: Engine, *, role: str, name: str, now: datetime,
+               expires_in_days: int | None = None) -> tuple[str, str]:
+    """A new key; returns (key id, secret token). The token is not stored and cannot be shown again.
+
+    With `expires_in_days` the key stops working that many days after `now`; without, it works until revoked."""
     check_role(role)
     if not name.strip():
         raise KeyManagementError("a key needs a name saying who holds it (access must be attributable)")
+    expires_at = None
+    if expires_in_days is not None:
+        if isinstance(expires_in_days, bool) or not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+            raise KeyManagementError(f"a key expires 1 to {MAX_EXPIRY_DAYS} days after it is created, "
+                                     f"not {expires_in_days!r}")
+        expires_at = now + timedelta(days=expires_in_days)
     key_id = secrets.token_hex(8)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with engine.begin() as conn:
         conn.execute(db.api_keys.insert().values(
             key_id=key_id, name=name.strip(), role=role, secret_sha256=secret_hash(token), created_at=now,
-            revoked_at=None,
+            revoked_at=None, expires_at=expires_at,
         ))
     return key_id, token
 
@@ -75,7 +92,7 @@ def list_keys(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(
             select(db.api_keys.c.key_id, db.api_keys.c.name, db.api_keys.c.role, db.api_keys.c.created_at,
-                   db.api_keys.c.revoked_at).order_by(db.api_keys.c.created_at)
+                   db.api_keys.c.revoked_at, db.api_keys.c.expires_at).order_by(db.api_keys.c.created_at)
         ).mappings().all()
     return [dict(row) for row in rows]
 
@@ -90,14 +107,17 @@ def revoke_key(engine: Engine, key_id: str, *, now: datetime) -> None:
         raise KeyManagementError(f"no active key with id {key_id!r} (see `feed keys list`)")
 
 
-def authenticate(engine: Engine, token: str) -> Principal | None:
-    """The unrevoked key presenting `token`, or None."""
+def authenticate(engine: Engine, token: str, *, now: datetime) -> Principal | None:
+    """The key presenting `token` if it is neither revoked nor expired at `now`, or None (the caller cannot
+    tell which: unknown, revoked and expired keys are refused alike)."""
     if not token.startswith(TOKEN_PREFIX) or len(token) > 200:
         return None
+    keys = db.api_keys.c
     with engine.connect() as conn:
         row = conn.execute(
-            select(db.api_keys.c.key_id, db.api_keys.c.name, db.api_keys.c.role)
-            .where(db.api_keys.c.secret_sha256 == secret_hash(token), db.api_keys.c.revoked_at.is_(None))
+            select(keys.key_id, keys.name, keys.role)
+            .where(keys.secret_sha256 == secret_hash(token), keys.revoked_at.is_(None),
+                   keys.expires_at.is_(None) | (keys.expires_at > now))
         ).first()
     return Principal(row.key_id, row.name, row.role) if row else None
 

@@ -15,7 +15,8 @@ from carepulse.settings import Settings
 
 feed_app = typer.Typer(help="The always-on regulator feed (HTTP API over the indicator and escalation topics).",
                        no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-keys_app = typer.Typer(help="API keys: create (the secret is shown once), list, revoke.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys: create (the secret is shown once, optionally expiring), list, revoke.",
+                       no_args_is_help=True)
 locations_app = typer.Typer(help="Which provider owns which location.", no_args_is_help=True)
 feed_app.add_typer(keys_app, name="keys")
 feed_app.add_typer(locations_app, name="locations")
@@ -55,15 +56,24 @@ def migrate() -> None:
 def keys_create(
     role: Annotated[str, typer.Option(help="'regulator' or 'provider:<provider id>'.")],
     name: Annotated[str, typer.Option(help="Who holds the key (a person or system): access is attributable.")],
+    expires_in_days: Annotated[Optional[int], typer.Option(
+        help="The key stops working this many days from now (answered 401 like a revoked key); "
+             "omitted: until revoked.")] = None,
 ) -> None:
     """Create a key and print its secret once; only a hash of it is stored."""
     from feed import auth
 
+    now = events.utc_now()
     try:
-        key_id, token = auth.create_key(_engine(), role=role, name=name, now=events.utc_now())
+        key_id, token = auth.create_key(_engine(), role=role, name=name, now=now, expires_in_days=expires_in_days)
     except auth.KeyManagementError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(f"key id: {key_id}\nrole:   {role}\nsecret: {token}")
+    expires = "never (until revoked)"
+    if expires_in_days is not None:
+        from datetime import timedelta
+
+        expires = f"{now + timedelta(days=expires_in_days):%Y-%m-%d %H:%M} UTC"
+    typer.echo(f"key id:  {key_id}\nrole:    {role}\nexpires: {expires}\nsecret:  {token}")
     typer.echo("Store the secret now: it is not kept and cannot be shown again. "
                "Send it as 'Authorization: Bearer <secret>'.", err=True)
 
@@ -76,9 +86,17 @@ def keys_list() -> None:
     keys = auth.list_keys(_engine())
     if not keys:
         typer.echo("no keys")
+    now = events.utc_now()
     for key in keys:
-        revoked = f"revoked {key['revoked_at']:%Y-%m-%d %H:%M}" if key["revoked_at"] else "active"
-        typer.echo(f"{key['key_id']}  {key['role']:<30} {revoked:<24} {key['name']}")
+        if key["revoked_at"]:
+            state = f"revoked {key['revoked_at']:%Y-%m-%d %H:%M}"
+        elif key["expires_at"] and key["expires_at"] <= now:
+            state = f"expired {key['expires_at']:%Y-%m-%d %H:%M}"
+        elif key["expires_at"]:
+            state = f"expires {key['expires_at']:%Y-%m-%d %H:%M}"
+        else:
+            state = "active"
+        typer.echo(f"{key['key_id']}  {key['role']:<30} {state:<24} {key['name']}")
 
 
 @keys_app.command("revoke")

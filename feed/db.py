@@ -147,6 +147,7 @@ api_keys = Table(
     Column("secret_sha256", String(64), nullable=False, unique=True),
     Column("created_at", UtcDateTime, nullable=False),
     Column("revoked_at", UtcDateTime, nullable=True),
+    Column("expires_at", UtcDateTime, nullable=True),  # None: valid until revoked (migration 0002)
 )
 
 #: Append-only: the migration adds triggers refusing UPDATE and DELETE on both databases (cqc_domain.md §5).

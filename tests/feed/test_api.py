@@ -56,6 +56,15 @@ def client(engine):
             "regulator": key(engine, "regulator"), "provider_a": key(engine, "provider:prov-a"),
             "provider_b": key(engine, "provider:prov-b"),
         }
+        # Keys that worked once: a provider's and the regulator's, revoked or past their expiry (the app's
+        # clock is NOW; these were created two days earlier, to expire a day later).
+        for who, role in (("provider_a", "provider:prov-a"), ("regulator", "regulator")):
+            key_id, token = auth.create_key(engine, role=role, name=f"revoked {who}", now=NOW)
+            auth.revoke_key(engine, key_id, now=NOW)
+            client.keys[f"revoked_{who}"] = {"Authorization": f"Bearer {token}"}
+            _, token = auth.create_key(engine, role=role, name=f"expired {who}", now=NOW - timedelta(days=2),
+                                       expires_in_days=1)
+            client.keys[f"expired_{who}"] = {"Authorization": f"Bearer {token}"}
         yield client
 
 
@@ -77,8 +86,12 @@ ENDPOINTS = [
 OWNER = {LOC_A: "provider_a", LOC_B: "provider_b"}
 
 
+#: Callers whose key does not work: every endpoint answers them 401 with one message.
+REFUSED = ("none", "bad", "revoked_provider_a", "revoked_regulator", "expired_provider_a", "expired_regulator")
+
+
 def expected_status(who: str, path: str, scoped: bool, location: str) -> int:
-    if who in ("none", "bad"):
+    if who in REFUSED:
         return 401
     if who == "regulator":
         return 403 if path.endswith("/escalations") else 200
@@ -87,7 +100,7 @@ def expected_status(who: str, path: str, scoped: bool, location: str) -> int:
     return 200
 
 
-@pytest.mark.parametrize("who", ["none", "bad", "regulator", "provider_a", "provider_b"])
+@pytest.mark.parametrize("who", [*REFUSED, "regulator", "provider_a", "provider_b"])
 def test_auth_matrix(client, who):
     """Every endpoint × every kind of caller: no cross-tenant read, no resident id for the regulator,
     small numbers suppressed for the regulator only."""
@@ -102,6 +115,8 @@ def test_auth_matrix(client, who):
             if want != 200:
                 assert set(response.json()) == {"error"}, (who, path)
                 if want == 401:
+                    # Unknown, revoked and expired keys are told apart by nothing.
+                    assert response.json() == {"error": "missing, invalid or revoked API key"}, (who, path)
                     assert response.headers["www-authenticate"] == "Bearer"
                 continue
             all_residents = [r for residents in RESIDENTS.values() for r in residents]
@@ -114,8 +129,8 @@ def test_auth_matrix(client, who):
                 assert theirs not in body and LOC_U not in body, (who, path)
                 assert not any(r in body for r in RESIDENTS[theirs] + RESIDENTS[LOC_U]), (who, path)
                 assert "suppressed\"" not in body.replace('"suppressed":false', ""), (who, path)
-    # The stream needs a key too.
-    if who in ("none", "bad"):
+    # The stream needs a working key too.
+    if who in REFUSED:
         assert client.get("/v1/stream", headers=client.keys[who]).status_code == 401
 
 
