@@ -18,7 +18,12 @@ these feed, and the anchors the default rates come from):
   those sets raise (episodes modelled with the pure ``indicators.escalation`` core, so an acknowledgement is
   only sent while an escalation is open and unacknowledged);
 - homecare: each day's roster published as ``VisitPlanned`` the evening before, then check-ins (at the actual
-  arrival), check-outs with the tasks' eMAR outcomes, cancellations and missed visits.
+  arrival), check-outs with the tasks' eMAR outcomes, cancellations and missed visits. Carers have
+  pseudonymous ids (``carer-<location>-<nn>``); each client has a small regular team, and the day's visits
+  go, in arrival order, to a free regular carer, else to any free carer of the agency, else to cover staff,
+  a carer being free once their last visit ended and they travelled to the next (continuity of carers and
+  travel between visits, issue 11). Carers are drawn from a random source of their own, so the rostering
+  settings change who visits, never what happens at a visit.
 
 The live vital-signs simulator (`carepulse.simulation.CareHome`) names residents the same way (`person_id`),
 so the demo's live residents res-oakwood-001 to 005 are admitted residents of the oakwood history.
@@ -27,6 +32,7 @@ so the demo's live residents res-oakwood-001 to 005 are admitted residents of th
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 import uuid
@@ -161,6 +167,12 @@ class LocationProfile:
     dose_refused_share: float = 0.02
     dose_not_done_share: float = 0.003
     forced_check_in_share: float = 0.03
+    #: The agency's carers, each client's regular team, the share of visits that go to a regular carer when
+    #: one is free, and the travel (minutes) a carer needs between two visits.
+    carers: int = 15
+    regular_carers_per_client: int = 3
+    regular_carer_share: float = 0.9
+    travel_min: tuple[float, float] = (5.0, 15.0)
 
     def __post_init__(self) -> None:
         if self.kind not in ("care_home", "homecare"):
@@ -173,6 +185,9 @@ class LocationProfile:
                 raise ValueError(f"{self.location_id}: the shares in {name} must add up to 1.")
         if any(n not in _VISIT_PATTERNS for n in self.visits_per_client_day):
             raise ValueError(f"{self.location_id}: visits_per_client_day may only hold 1 to 4.")
+        if not 1 <= self.regular_carers_per_client <= self.carers:
+            raise ValueError(f"{self.location_id}: regular_carers_per_client must be between 1 and carers "
+                             f"({self.carers}).")
 
 
 def person_id(location_id: str, serial: int) -> str:
@@ -187,7 +202,9 @@ def demo_profiles() -> list[LocationProfile]:
     - willows: a care home red on falls (16 per 1,000 OBD against red > 8) and hydration (about a third of
       resident-days meet the target, red < 60 %);
     - larches: a small home (22 beds, under the 40 of §2.1) red on call bells (median 5.5 min, p90 over 10);
-    - careway: a homecare agency red on missed visits, late visits and missed medication doses.
+    - careway: a homecare agency red on missed visits, late visits and missed medication doses, and on
+      continuity of carers (teams of 6 from 20 carers, half the visits to whoever is free: nearly every
+      client sees more than 8 carers in 28 days) and travel (15-35 min between visits, a rural patch).
     """
     return [
         LocationProfile(
@@ -208,14 +225,16 @@ def demo_profiles() -> list[LocationProfile]:
         ),
         LocationProfile(
             "loc-demo-careway", "homecare", 36, late_visit_share=0.16, missed_visit_share=0.01,
-            provider_cancellation_share=0.004, dose_not_done_share=0.02,
+            provider_cancellation_share=0.004, dose_not_done_share=0.02, carers=20, regular_carers_per_client=6,
+            regular_carer_share=0.5, travel_min=(15.0, 35.0),
         ),
     ]
 
 
 def replay_profiles() -> list[LocationProfile]:
     """Three small locations for a 21-day end-to-end log: a good and a poor care home (18 and 17 beds, so
-    each passes the 300 occupied bed days of §2.1 within 21 days) and a homecare agency of 10 clients.
+    each passes the 300 occupied bed days of §2.1 within 21 days) and a homecare agency of 10 clients with
+    good continuity of carers (regular teams of 3 take 95 % of visits when free).
 
     Their residents are frailer than usual (20 deteriorations per 1,000 resident-days) so that escalation
     timeliness reaches its minimum of 5 triggers (§2.1) within 21 days."""
@@ -231,7 +250,8 @@ def replay_profiles() -> list[LocationProfile]:
             fluid_consumed_vs_target=0.95, call_response_median_s=300, deteriorations_per_1000_days=20.0,
             observation_late_share=0.2, acknowledgement_late_share=0.25,
         ),
-        LocationProfile("loc-test-homeway", "homecare", 10, gateway_id="gw-test-2", late_visit_share=0.06),
+        LocationProfile("loc-test-homeway", "homecare", 10, gateway_id="gw-test-2", late_visit_share=0.06,
+                        carers=12, regular_carer_share=0.95, travel_min=(3.0, 10.0)),
     ]
 
 
@@ -287,6 +307,8 @@ class _Step:
         self.start = start
         self.end = start + STEP
         self.rng = random.Random(f"{seed}/{profile.location_id}/{index}")
+        #: Who does each homecare visit is drawn apart, so rostering never shifts the other draws.
+        self.carer_rng = random.Random(f"{seed}/{profile.location_id}/{index}/carers")
         self.events: list[events.Event] = []
         self._seed = seed
         self._profile = profile
@@ -703,6 +725,19 @@ class _Client:
     resident_id: str
     serial: int
     slots: tuple[_VisitSlot, ...]
+    regular_carers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    """A visit that took place, waiting for its carer (the day's visits are given carers in arrival order)."""
+
+    client: _Client
+    visit_id: str
+    arrived_at: datetime
+    left_at: datetime
+    verification: str
+    outcomes: tuple[events.TaskOutcome, ...]
 
 
 @dataclass
@@ -718,9 +753,12 @@ class _Homecare:
             for serial in range(1, self.profile.people + 1):
                 self._take_on(step, serial)
         for published_at, day in self._rosters_due(step):
-            for client in self.clients:
-                for number, slot in enumerate(client.slots):
-                    self._visit(step, client, number, slot, day, published_at)
+            deliveries = [delivery for client in self.clients for number, slot in enumerate(client.slots)
+                          if (delivery := self._visit(step, client, number, slot, day, published_at))]
+            self._deliver(step, deliveries)
+
+    def _carer_id(self, number: int) -> str:
+        return f"carer-{self.short}-{number:02d}"
 
     def _take_on(self, step: _Step, serial: int) -> None:
         p, rng = self.profile, step.rng
@@ -733,7 +771,9 @@ class _Homecare:
             clock = (datetime.combine(date.min, clock) + shift).time()  # a time of day moved by `shift`
             slots.append(_VisitSlot(clock, minutes, _TASKS_BY_VISIT[when] + (("medication",) if dose else ()),
                                     time_critical))
-        client = _Client(person_id(p.location_id, serial), serial, tuple(slots))
+        team = step.carer_rng.sample(range(1, p.carers + 1), p.regular_carers_per_client)
+        client = _Client(person_id(p.location_id, serial), serial, tuple(slots),
+                         tuple(self._carer_id(n) for n in sorted(team)))
         self.clients.append(client)
         # No sex and no fluid target: an agency does not record the drinks of the people it visits, so no
         # daily fluid target applies (cqc_domain.md §2.2 row 4 counts care-home resident-days).
@@ -752,12 +792,12 @@ class _Homecare:
         return due
 
     def _visit(self, step: _Step, client: _Client, number: int, slot: _VisitSlot, day: date,
-               published_at: datetime) -> None:
-        """One rostered visit and everything that becomes of it."""
+               published_at: datetime) -> _Delivery | None:
+        """One rostered visit and everything that becomes of it; a delivered visit is returned for its carer."""
         p, rng = self.profile, step.rng
         planned_start = _instant(day, slot.clock)
         if planned_start < published_at + timedelta(minutes=30):
-            return  # already under way when the history starts
+            return None  # already under way when the history starts
         visit_id = f"visit-{self.short}-{day:%Y%m%d}-{client.serial:03d}-{number}"
         tasks = [events.VisitTask(task_id=f"{visit_id}-{kind}", kind=kind,
                                   time_critical=slot.time_critical and kind == "medication")
@@ -770,29 +810,53 @@ class _Homecare:
         if fate < p.client_cancellation_share:
             cancelled_at = published_at + (planned_start - published_at) * rng.uniform(0.2, 0.8)
             step.emit(events.VisitCancelled, cancelled_at, by_client_in_advance=True, **person)
-            return
+            return None
         fate -= p.client_cancellation_share
         if fate < p.provider_cancellation_share:
             cancelled_at = max(published_at, planned_start - timedelta(minutes=rng.uniform(30, 120)))
             step.emit(events.VisitCancelled, cancelled_at, by_client_in_advance=False, **person)
-            return
+            return None
         fate -= p.provider_cancellation_share
         if fate < p.missed_visit_share:
-            return  # nobody came
+            return None  # nobody came
         late = rng.random() < p.late_visit_share
         lateness_min = rng.uniform(31, 90) if late else min(29.0, max(-15.0, rng.gauss(4, 8)))
         arrived_at = planned_start + timedelta(seconds=round(lateness_min * 60))
-        carer = f"carer-{self.short}-{rng.randint(1, 15):02d}"
-        phone = f"phone-{carer}"
         forced = rng.random() < p.forced_check_in_share
         verification = "forced" if forced else rng.choice(("gps", "gps", "qr", "otp"))
-        step.emit(events.VisitCheckIn, arrived_at, device_id=phone, carer_id=carer, verification=verification,
-                  **person)
-        outcomes = [events.TaskOutcome(task_id=task.task_id, outcome=self._outcome(rng, task.kind))
-                    for task in tasks]
+        outcomes = tuple(events.TaskOutcome(task_id=task.task_id, outcome=self._outcome(rng, task.kind))
+                         for task in tasks)
         left_at = arrived_at + timedelta(seconds=round(slot.minutes * 60 * rng.uniform(0.8, 1.1)))
-        step.emit(events.VisitCheckOut, left_at, device_id=phone, carer_id=carer, task_outcomes=outcomes,
-                  **person)
+        return _Delivery(client, visit_id, arrived_at, left_at, verification, outcomes)
+
+    def _deliver(self, step: _Step, deliveries: list[_Delivery]) -> None:
+        """One day's visits, in arrival order, each to a carer free in time for it: a regular carer of the
+        client's for `regular_carer_share` of visits when one is free, else any free carer of the agency,
+        else cover staff (numbered after the agency's carers). A carer is free for a visit when their last
+        visit ended at least a draw of `travel_min` before it; of the free carers, one whose last visit ended
+        latest takes it, as a run would. Then the visit's check-in and check-out are emitted."""
+        p, rng = self.profile, step.carer_rng
+        free_from: dict[str, datetime] = {}  # when each carer working today left their last visit
+        not_yet = datetime.min.replace(tzinfo=timezone.utc)
+        for d in sorted(deliveries, key=lambda d: (d.arrived_at, d.visit_id)):
+            # Free in time: not yet working today, or left their last visit at least the travel before.
+            free_by = d.arrived_at - timedelta(minutes=rng.uniform(*p.travel_min))
+            regulars = [c for c in d.client.regular_carers if free_from.get(c, not_yet) <= free_by]
+            agency = [c for c in map(self._carer_id, range(1, p.carers + 1)) if free_from.get(c, not_yet) <= free_by]
+            candidates = regulars if regulars and rng.random() < p.regular_carer_share else agency
+            if candidates:
+                latest = max(free_from.get(c, not_yet) for c in candidates)
+                carer = rng.choice([c for c in candidates if free_from.get(c, not_yet) == latest])
+            else:
+                carer = next(c for n in itertools.count(p.carers + 1)
+                             if free_from.get(c := self._carer_id(n), not_yet) <= free_by)
+            free_from[carer] = d.left_at
+            phone = f"phone-{carer}"
+            person = {"resident_id": d.client.resident_id, "visit_id": d.visit_id}
+            step.emit(events.VisitCheckIn, d.arrived_at, device_id=phone, carer_id=carer,
+                      verification=d.verification, **person)
+            step.emit(events.VisitCheckOut, d.left_at, device_id=phone, carer_id=carer,
+                      task_outcomes=list(d.outcomes), **person)
 
     def _outcome(self, rng: random.Random, kind: str) -> str:
         """The eMAR code of a dose (cqc_domain.md §2.2 row 11, [M3]), or whether another task was done."""

@@ -12,6 +12,11 @@ Common rules (cqc_domain.md §2.1):
   an occupied bed day.
 - A "red event" (e.g. a severe fall, §2.2 row 2) turns a sufficient indicator red whatever its rate.
 
+Three further indicators (issue 11) are defined here but streamed only once the worker is wired for them:
+``EXTENSION_INDICATOR_IDS`` (continuity of carers, travel between visits, urinalysis timeliness);
+``indicators.recompute`` computes them when asked. Live capacity (``care_home_capacity``,
+``homecare_capacity``) is a pure function of the same inputs, not a RAG indicator.
+
 Percentiles use the nearest-rank method: the p-th percentile of n sorted values is the value at rank
 ceil(p/100 · n) (1-based), so it is always an observed value; the median is the 50th percentile, i.e. the
 lower middle value when n is even.
@@ -19,6 +24,7 @@ lower middle value when n is even.
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 import tomllib
@@ -46,6 +52,14 @@ INDICATOR_IDS = (
     "late_visits",
     "missed_medication_doses",
 )
+#: Issue 11's indicators: loaded, validated and recomputed by the oracle on request, not yet streamed, so
+#: ``INDICATOR_IDS`` stays the set the worker publishes (and the feed and metrics know).
+EXTENSION_INDICATOR_IDS = (
+    "carer_continuity",
+    "travel_time",
+    "urinalysis_timeliness",
+)
+ALL_INDICATOR_IDS = INDICATOR_IDS + EXTENSION_INDICATOR_IDS
 
 #: Parameters each indicator needs beyond its thresholds (names carry units).
 REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
@@ -55,7 +69,14 @@ REQUIRED_PARAMETERS: dict[str, tuple[str, ...]] = {
     "missed_visits": ("end_of_day_s",),
     "late_visits": ("late_s", "delayed_band_s"),
     "missed_medication_doses": ("time_critical_late_s",),
+    "carer_continuity": ("homecare_more_than_carers", "care_home_more_than_carers", "minimum_contacts_per_person"),
+    "travel_time": ("long_travel_s", "break_over_s"),
+    "urinalysis_timeliness": ("target_s",),
 }
+#: The settings continuity of carers is judged in, each with its own limit (``<setting>_more_than_carers``).
+CONTINUITY_SETTINGS = ("homecare", "care_home")
+#: NEWS2 escalation risks the urinalysis pathway may be configured to act on (`events.EscalationRisk`).
+ESCALATION_RISKS = ("low-medium", "medium", "high")
 
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge}
 #: Which comparisons each colour may use, per improvement direction.
@@ -112,20 +133,41 @@ class IndicatorRules:
 
 
 @dataclass(frozen=True)
+class UrinalysisPathway:
+    """Whether the stream publishes "urinalysis recommended" for amber NEWS2 episodes, and at which risks.
+
+    Off by default: NICE and UKHSA advise against dipstick diagnosis of UTI in people over 65 (cqc_domain.md
+    §2.2 row 13, [U3]); the pathway records Care City test-bed practice and needs a clinical safety
+    officer's sign-off before it is switched on."""
+
+    enabled: bool
+    recommend_at_risks: tuple[str, ...]
+    source: str
+
+
+@dataclass(frozen=True)
 class QualityRules:
     version: str
     indicators: dict[str, IndicatorRules]
     default_target_ml: dict[str, int]
+    urinalysis_pathway: UrinalysisPathway
 
     def __getitem__(self, indicator_id: str) -> IndicatorRules:
         return self.indicators[indicator_id]
 
 
-def _setting(where: str, entry: object) -> dict:
+def _sourced(where: str, entry: object) -> dict:
+    """Any setting: it must cite a source and say whether it is a carepulse proposal."""
     if not isinstance(entry, dict) or not isinstance(entry.get("source"), str) or not entry["source"].strip():
         raise ValueError(f"quality rules: {where} has no source; every threshold and setting must cite one.")
     if not isinstance(entry.get("proposal"), bool):
         raise ValueError(f"quality rules: {where} must say proposal = true or false.")
+    return entry
+
+
+def _setting(where: str, entry: object) -> dict:
+    """A numeric setting: sourced, with a non-negative number as its value."""
+    entry = _sourced(where, entry)
     value = entry.get("value")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
         raise ValueError(f"quality rules: {where} must have a non-negative number as its value.")
@@ -185,6 +227,19 @@ def _indicator(indicator_id: str, table: object) -> IndicatorRules:
     )
 
 
+def _urinalysis_pathway(table: object) -> UrinalysisPathway:
+    if not isinstance(table, dict):
+        raise ValueError("quality rules: the urinalysis_pathway section is missing.")
+    enabled = _sourced("urinalysis_pathway.enabled", table.get("enabled"))
+    if not isinstance(enabled.get("value"), bool):
+        raise ValueError("quality rules: urinalysis_pathway.enabled must be true or false.")
+    risks = _sourced("urinalysis_pathway.recommend_at_risks", table.get("recommend_at_risks"))["value"]
+    if not isinstance(risks, list) or not risks or any(r not in ESCALATION_RISKS for r in risks):
+        raise ValueError("quality rules: urinalysis_pathway.recommend_at_risks must list escalation risks "
+                         f"({', '.join(ESCALATION_RISKS)}).")
+    return UrinalysisPathway(enabled=enabled["value"], recommend_at_risks=tuple(risks), source=enabled["source"])
+
+
 def load_rules(path: Path | None = None) -> QualityRules:
     """The packaged rules, or another file with the same layout; a broken file is refused with a sentence."""
     text = path.read_text() if path else resources.files("indicators").joinpath("config/quality.toml").read_text()
@@ -192,16 +247,18 @@ def load_rules(path: Path | None = None) -> QualityRules:
     if not isinstance(config.get("rules_version"), str):
         raise ValueError("quality rules: rules_version is missing.")
     tables = config.get("indicators", {})
-    unknown = sorted(set(tables) - set(INDICATOR_IDS))
+    unknown = sorted(set(tables) - set(ALL_INDICATOR_IDS))
     if unknown:
         raise ValueError(f"quality rules: unknown indicator {', '.join(unknown)}.")
-    indicators = {indicator_id: _indicator(indicator_id, tables.get(indicator_id)) for indicator_id in INDICATOR_IDS}
+    indicators = {indicator_id: _indicator(indicator_id, tables.get(indicator_id))
+                  for indicator_id in ALL_INDICATOR_IDS}
     targets = tables["hydration_days_met"].get("default_target_ml", {})
     if set(targets) != {"female", "male"}:
         raise ValueError("quality rules: hydration_days_met.default_target_ml needs female and male.")
     default_target_ml = {sex: int(_setting(f"hydration_days_met.default_target_ml.{sex}", entry)["value"])
                          for sex, entry in targets.items()}
-    return QualityRules(version=config["rules_version"], indicators=indicators, default_target_ml=default_target_ml)
+    return QualityRules(version=config["rules_version"], indicators=indicators, default_target_ml=default_target_ml,
+                        urinalysis_pathway=_urinalysis_pathway(config.get("urinalysis_pathway")))
 
 
 @cache
@@ -602,3 +659,243 @@ def missed_medication_doses(location_id: str, window_start: datetime, window_end
         is_missed(d) or (d.outcome == "done" and d.lateness_s is not None and d.lateness_s > late_s)))
     return _result("missed_medication_doses", location_id, window_start, window_end, missed, len(doses), 100,
                    rules, {"time_critical_red_events": red_events}, red_events=red_events)
+
+
+# --- issue 11: continuity of carers, travel between visits, urinalysis timeliness, live capacity -------------
+
+@dataclass(frozen=True)
+class CarerContact:
+    """One carer delivering care to one person: a homecare check-in, or a drink a care-home carer logged.
+    Carer and person ids are pseudonymous (cqc_domain.md §5)."""
+
+    person_id: str
+    carer_id: str
+    at: datetime
+
+
+def carer_continuity(location_id: str, window_start: datetime, window_end: datetime, *,
+                     contacts: Sequence[CarerContact], setting: str, rules: QualityRules) -> IndicatorValue:
+    """% of people who saw more than the setting's limit of distinct carers in the window (continuity of
+    carer, cqc_domain.md §1.3 Responsive), with the median distinct carers per person.
+
+    A person counts when they had at least `minimum_contacts_per_person` contacts in the window: a person
+    seen three times cannot show poor continuity. `setting` (homecare or care_home) picks the limit, since a
+    care home's shift pattern puts more carers round a resident than a homecare run does.
+    """
+    if setting not in CONTINUITY_SETTINGS:
+        raise ValueError(f"carer continuity: setting must be one of {', '.join(CONTINUITY_SETTINGS)}, "
+                         f"not {setting!r}.")
+    params = rules["carer_continuity"].parameters
+    limit = params[f"{setting}_more_than_carers"]
+    seen: dict[str, list[str]] = {}
+    for c in contacts:
+        if window_start <= c.at < window_end:
+            seen.setdefault(c.person_id, []).append(c.carer_id)
+    carers = [len(set(ids)) for ids in seen.values() if len(ids) >= params["minimum_contacts_per_person"]]
+    return _result("carer_continuity", location_id, window_start, window_end, sum(1 for n in carers if n > limit),
+                   len(carers), 100, rules,
+                   {"setting": setting, "more_than_carers": limit,
+                    "median_carers": percentile_nearest_rank(carers, 50) if carers else None,
+                    "people_below_minimum_contacts": len(seen) - len(carers)})
+
+
+@dataclass(frozen=True)
+class CarerVisit:
+    """A delivered visit as electronic call monitoring saw it: the carer's check-in and check-out."""
+
+    carer_id: str
+    visit_id: str
+    checked_in_at: datetime
+    checked_out_at: datetime | None
+
+
+class GapKind(StrEnum):
+    TRAVEL = "travel"
+    BREAK = "break"
+    OVERLAP = "overlap"
+
+
+@dataclass(frozen=True)
+class VisitGap:
+    """The time between a carer's check-out and their next check-in the same local day, in seconds."""
+
+    carer_id: str
+    from_visit_id: str
+    to_visit_id: str
+    arrived_at: datetime
+    gap_s: float
+    kind: GapKind
+
+
+def visit_gaps(visits: Sequence[CarerVisit], break_over_s: float) -> list[VisitGap]:
+    """Each carer's gaps between consecutive visits (by check-in), in any input order.
+
+    ECM records when a carer leaves and arrives, not how they spent the time between, so a gap is travel
+    plus any unpaid wait. Gaps are measured in elapsed time (a night the clocks change counts its real
+    hour) between visits on the same local day (``CARE_TZ``): the first visit of a day has none. A gap
+    longer than `break_over_s` is a break (a lunch break, time off between runs), not travel; a check-in
+    before the previous check-out is an overlap (a late check-out, or two visits at once) and has no travel.
+    A visit with no check-out leaves the next gap unknown.
+    """
+    by_carer: dict[str, list[CarerVisit]] = {}
+    for v in visits:
+        by_carer.setdefault(v.carer_id, []).append(v)
+    gaps = []
+    for carer_id in sorted(by_carer):
+        ordered = sorted(by_carer[carer_id], key=lambda v: (v.checked_in_at, v.visit_id))
+        for left, arrived in itertools.pairwise(ordered):
+            if left.checked_out_at is None or (left.checked_out_at.astimezone(CARE_TZ).date()
+                                               != arrived.checked_in_at.astimezone(CARE_TZ).date()):
+                continue
+            gap_s = (arrived.checked_in_at - left.checked_out_at).total_seconds()
+            kind = GapKind.OVERLAP if gap_s < 0 else GapKind.BREAK if gap_s > break_over_s else GapKind.TRAVEL
+            gaps.append(VisitGap(carer_id, left.visit_id, arrived.visit_id, arrived.checked_in_at, gap_s, kind))
+    return gaps
+
+
+def travel_time(location_id: str, window_start: datetime, window_end: datetime, *, gaps: Sequence[VisitGap],
+                rules: QualityRules) -> IndicatorValue:
+    """% of travel gaps between homecare visits longer than `long_travel_s`, with the median travel minutes
+    before a visit (gaps ending in the window; breaks and overlaps are reported, not counted)."""
+    long_travel_s = rules["travel_time"].parameters["long_travel_s"]
+    in_window = [g for g in gaps if window_start <= g.arrived_at < window_end]
+    travel_s = [g.gap_s for g in in_window if g.kind is GapKind.TRAVEL]
+    return _result("travel_time", location_id, window_start, window_end,
+                   sum(1 for s in travel_s if s > long_travel_s), len(travel_s), 100, rules,
+                   {"median_travel_min": percentile_nearest_rank(travel_s, 50) / 60 if travel_s else None,
+                    "breaks": sum(1 for g in in_window if g.kind is GapKind.BREAK),
+                    "overlaps": sum(1 for g in in_window if g.kind is GapKind.OVERLAP)})
+
+
+@dataclass(frozen=True)
+class Urinalysis:
+    """A urinalysis taken for a resident (the result itself does not enter the timeliness indicator)."""
+
+    location_id: str
+    resident_id: str
+    tested_at: datetime
+
+
+@dataclass(frozen=True)
+class AmberEpisode:
+    """A NEWS2 escalation episode that reached a risk the urinalysis pathway acts on.
+
+    `recommended_at` is when it first did (when the stream would publish "urinalysis recommended");
+    `upgraded_to_high_at` the first high band after that; `urinalysis_at` the resident's first urinalysis at
+    or after the recommendation."""
+
+    episode_id: str
+    resident_id: str
+    recommended_at: datetime
+    upgraded_to_high_at: datetime | None
+    urinalysis_at: datetime | None
+
+
+def first_at_or_after(at: datetime, times: Iterable[datetime]) -> datetime | None:
+    return min((t for t in times if t >= at), default=None)
+
+
+def urinalysis_timeliness(location_id: str, window_start: datetime, window_end: datetime, *,
+                          episodes: Sequence[AmberEpisode], rules: QualityRules) -> IndicatorValue:
+    """% of amber NEWS2 episodes recommended in the window with a urinalysis within `target_s` (issue 11).
+
+    Clinical caveat: NICE and UKHSA advise against using a dipstick to diagnose UTI in people over 65
+    (cqc_domain.md §2.2 row 13, [U3]). This records the practice of the Care City test bed's pathway; it is
+    not a UTI measure and needs a clinical safety officer's sign-off before use.
+
+    An episode upgraded to high before its target and before any urinalysis leaves the denominator (the
+    response is then an emergency call, not a urine test); one whose target has not passed at window end
+    without a urinalysis is pending. A urinalysis at or after window end is not yet known."""
+    target_s = rules["urinalysis_timeliness"].parameters["target_s"]
+    on_time = late = pending = upgraded = 0
+    for e in episodes:
+        if not window_start <= e.recommended_at < window_end:
+            continue
+        deadline = e.recommended_at + timedelta(seconds=target_s)
+        tested_at, upgraded_at = (t if t is not None and t < window_end else None
+                                  for t in (e.urinalysis_at, e.upgraded_to_high_at))
+        if tested_at is not None and tested_at <= deadline and (upgraded_at is None or tested_at <= upgraded_at):
+            on_time += 1
+        elif upgraded_at is not None and upgraded_at <= deadline:
+            upgraded += 1
+        elif deadline > window_end and tested_at is None:
+            pending += 1
+        else:
+            late += 1
+    return _result("urinalysis_timeliness", location_id, window_start, window_end, on_time, on_time + late, 100,
+                   rules, {"pending": pending, "upgraded_to_high": upgraded})
+
+
+def latest_statuses(changes: Iterable[tuple[str, datetime, str]], at: datetime) -> dict[str, str]:
+    """Each person's last status (admitted / in_hospital / discharged) recorded before `at`."""
+    latest: dict[str, str] = {}
+    for person_id, _, status in sorted(c for c in changes if c[1] < at):
+        latest[person_id] = status
+    return latest
+
+
+@dataclass(frozen=True)
+class CareHomeCapacity:
+    """A care home's beds at an instant, named after the DHSC Capacity Tracker bed fields (cqc_domain.md
+    §1.5 and §4.4, [C24]: maximum, occupied, reserved). "Accepting admissions" is the home's decision and
+    is not derived here."""
+
+    location_id: str
+    at: datetime
+    max_beds: int
+    occupied_beds: int
+    reserved_beds: int
+    vacant_beds: int
+    over_max_beds: int
+
+
+def care_home_capacity(location_id: str, at: datetime, *, max_beds: int,
+                       statuses: dict[str, str]) -> CareHomeCapacity:
+    """Beds at `at` from residents' latest statuses (``latest_statuses``) and the registered beds.
+
+    Occupied: residents in a bed (admitted), as the midnight census counts them (§2.1). Reserved: beds held
+    for residents in hospital, who are not occupying them (§2.1); that Capacity Tracker counts a held bed as
+    "reserved" is our reading (P). Vacant = max − occupied − reserved, never below 0; any excess is
+    `over_max_beds`, a sign of a missing discharge record or a wrong bed count."""
+    occupied = sum(1 for s in statuses.values() if s == "admitted")
+    reserved = sum(1 for s in statuses.values() if s == "in_hospital")
+    return CareHomeCapacity(location_id, at, max_beds, occupied, reserved, max(0, max_beds - occupied - reserved),
+                            max(0, occupied + reserved - max_beds))
+
+
+@dataclass(frozen=True)
+class RosteredVisit:
+    """A planned homecare visit (the latest roster version) and whether the client cancelled it in advance."""
+
+    person_id: str
+    planned_start: datetime
+    planned_end: datetime
+    cancelled_by_client: bool
+
+
+@dataclass(frozen=True)
+class HomecareCapacity:
+    """A homecare agency's load at an instant, over the 7 days before it. The Capacity Tracker fields of
+    cqc_domain.md [C24] are care-home beds; these names are ours (P)."""
+
+    location_id: str
+    at: datetime
+    people_receiving_care: int
+    planned_hours_7d: float
+    commissioned_hours_7d: float | None
+    commissioned_hours_not_planned: float | None
+
+
+def homecare_capacity(location_id: str, at: datetime, *, visits: Sequence[RosteredVisit],
+                      commissioned_hours_per_week: float | None) -> HomecareCapacity:
+    """People with a planned visit in the 7 days before `at`, the hours planned for them and, when the
+    commissioned hours are given, how many of those the roster did not plan (negative: planned beyond them).
+
+    Visits the client cancelled in advance are not planned care; a provider cancellation still is (the
+    agency planned the hours and did not deliver them: a missed visit, §2.2 row 9)."""
+    since = at - timedelta(days=7)
+    planned = [v for v in visits if since <= v.planned_start < at and not v.cancelled_by_client]
+    planned_hours = math.fsum((v.planned_end - v.planned_start).total_seconds() for v in planned) / 3600
+    return HomecareCapacity(
+        location_id, at, len({v.person_id for v in planned}), planned_hours, commissioned_hours_per_week,
+        None if commissioned_hours_per_week is None else commissioned_hours_per_week - planned_hours)

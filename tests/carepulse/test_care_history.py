@@ -8,6 +8,8 @@ into indicators, which must show the colours each location was designed for.
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta
 
@@ -24,7 +26,7 @@ from carepulse.care_history import (
     topic_and_key,
 )
 from indicators.escalation import load_rules
-from indicators.quality import CARE_TZ, IndicatorValue, Rag
+from indicators.quality import ALL_INDICATOR_IDS, CARE_TZ, IndicatorValue, Rag
 from indicators.recompute import recompute
 from streams.resident import ResidentProcessor, ResidentState
 
@@ -54,7 +56,7 @@ def worker_outputs(log: list[ev.Event]) -> list[ev.Event]:
 
 def indicators(log: list[ev.Event], derived: list[ev.Event], as_of: datetime,
                profiles: list[LocationProfile]) -> dict[tuple[str, str], IndicatorValue]:
-    values = recompute(log + derived, as_of=as_of, bed_counts=bed_counts(profiles))
+    values = recompute(log + derived, as_of=as_of, bed_counts=bed_counts(profiles), indicator_ids=ALL_INDICATOR_IDS)
     return {(v.location_id, v.indicator_id): v for v in values}
 
 
@@ -134,6 +136,7 @@ def test_the_seed_changes_the_activity_and_time_cannot_go_back():
     (lambda: LocationProfile("loc-x", "care_home", 3, permanent_people=4), "permanent_people"),
     (lambda: LocationProfile("loc-x", "care_home", 3, fall_harm_shares=(("none", 0.5),)), "add up to 1"),
     (lambda: LocationProfile("loc-x", "homecare", 3, visits_per_client_day=(5,)), "1 to 4"),
+    (lambda: LocationProfile("loc-x", "homecare", 3, carers=2), "regular_carers_per_client"),
     (lambda: CareActivity([], start=datetime(2026, 10, 5), seed=1), "timezone-aware"),
     (lambda: CareActivity(care_history.replay_profiles() * 2, start=START, seed=1), "once"),
 ])
@@ -238,6 +241,25 @@ def test_call_bells_are_answered_after_they_are_raised_and_tests_have_no_residen
     assert Counter(e.priority for e in raised.values())["emergency"] > 0
 
 
+def test_carers_are_pseudonymous_and_never_in_two_visits_at_once(demo_log):
+    visits: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    check_ins = {e.visit_id: e for e in demo_log if isinstance(e, ev.VisitCheckIn)}
+    for out in (e for e in demo_log if isinstance(e, ev.VisitCheckOut)):
+        assert out.carer_id == check_ins[out.visit_id].carer_id
+        visits[out.carer_id].append((check_ins[out.visit_id].occurred_at, out.occurred_at))
+    short = {p.location_id: p.location_id[-7:] for p in demo_profiles()}
+    assert all(re.fullmatch(rf"carer-{short[e.location_id]}-\d\d", e.carer_id) for e in check_ins.values())
+    travel = timedelta(minutes=min(p.travel_min[0] for p in demo_profiles()))
+    for carer, spans in visits.items():  # the next check-in comes after the check-out and the travel
+        spans.sort()
+        assert all(left + travel <= arrived for (_, left), (arrived, _) in itertools.pairwise(spans)), carer
+
+
+def test_test_agency_keeps_its_carers(test_indicators):
+    continuity = test_indicators[("loc-test-homeway", "carer_continuity")]
+    assert continuity.status is G and continuity.details["median_carers"] <= 8
+
+
 def test_homecare_rosters_are_published_the_evening_before(demo_log):
     planned = [e for e in demo_log if isinstance(e, ev.VisitPlanned)]
     for visit in planned:
@@ -291,6 +313,9 @@ def test_delivery_keeps_every_event_duplicates_a_share_and_delays_within_the_bou
     ("loc-demo-careway", "missed_visits", {R}),
     ("loc-demo-careway", "late_visits", {R}),
     ("loc-demo-careway", "missed_medication_doses", {R}),
+    ("loc-demo-careway", "carer_continuity", {R}),
+    ("loc-demo-careway", "travel_time", {R}),
+    ("loc-demo-oakwood", "carer_continuity", {G}),
 ])
 def test_demo_locations_show_the_colours_they_were_designed_for(demo_indicators, location_id, indicator_id,
                                                                 expected):

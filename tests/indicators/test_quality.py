@@ -35,7 +35,7 @@ G, A, R, I = Rag.GREEN, Rag.AMBER, Rag.RED, Rag.INSUFFICIENT_DATA
 def expected(indicator_id: str, numerator: float, denominator: float, value: float | None, status: Rag,
              details: dict | None = None) -> IndicatorValue:
     return IndicatorValue(indicator_id, LOC, START, END, numerator, denominator, value, status,
-                          "carepulse-quality.1", details or {})
+                          "carepulse-quality.2", details or {})
 
 
 def utc(day: int, hour: int = 0, minute: int = 0, month: int = 10) -> datetime:
@@ -370,3 +370,183 @@ def scored(hour: float, total: int | None, interval_min: int | None = 240, compl
 ])
 def test_due_observations(sets, due_obs):
     assert q.due_observations(sets, 259200) == due_obs
+
+
+# --- issue 11: continuity of carers, travel between visits, urinalysis timeliness, capacity ------------------
+
+def people(*carers: int, contacts: int = 14, setting_at: datetime | None = None) -> list[q.CarerContact]:
+    """One person per entry, each with `contacts` contacts shared round that many distinct carers."""
+    at = setting_at or utc(10)
+    return [q.CarerContact(f"p{n}", f"carer-{k % count}", at + timedelta(hours=k))
+            for n, count in enumerate(carers) for k in range(contacts)]
+
+
+def continuity(numerator: int, denominator: int, status: Rag, median: int | None, below: int = 0,
+               setting: str = "homecare") -> IndicatorValue:
+    return expected("carer_continuity", numerator, denominator, numerator / denominator * 100 if denominator else None,
+                    status, {"setting": setting, "more_than_carers": 8 if setting == "homecare" else 20,
+                             "median_carers": median, "people_below_minimum_contacts": below})
+
+
+@pytest.mark.parametrize("contacts, setting, result", [
+    ([], "homecare", continuity(0, 0, I, None)),
+    (people(1, 1, 1, 1), "homecare", continuity(0, 4, I, 1)),                    # fewer than 5 people
+    (people(1, 2, 3, 4, 5), "homecare", continuity(0, 5, G, 3)),
+    (people(*[8] * 10), "homecare", continuity(0, 10, G, 8)),                    # 8 is not more than 8
+    (people(*[2] * 9, 9), "homecare", continuity(1, 10, G, 2)),                  # G <= 10 %
+    (people(*[2] * 8, 9, 9), "homecare", continuity(2, 10, A, 2)),               # 20 %
+    (people(*[2] * 12, 9, 9, 9, 14), "homecare", continuity(4, 16, A, 2)),       # 25 % is not red
+    (people(*[2] * 11, 9, 9, 9, 9, 14), "homecare", continuity(5, 16, R, 2)),    # R > 25 %
+    (people(*[1] * 5) + people(3, contacts=13)[:13], "homecare",                 # p0 again: 19 contacts, 3 carers
+     continuity(0, 5, G, 1)),
+    (people(*[1] * 5) + [q.CarerContact("solo", "carer-0", utc(10))] * 13, "homecare",   # 13 < 14 contacts
+     continuity(0, 5, G, 1, below=1)),
+    (people(*[9] * 5, setting_at=START - timedelta(hours=1)), "homecare",        # first contact before the window
+     continuity(0, 0, I, None, below=5)),
+    (people(*[9] * 5, setting_at=END - timedelta(hours=13)), "homecare",         # last contact at window end
+     continuity(0, 0, I, None, below=5)),
+    (people(*[20] * 5, contacts=20), "care_home", continuity(0, 5, G, 20, setting="care_home")),
+    (people(*[21] * 4, 1, contacts=21), "care_home", continuity(4, 5, R, 21, setting="care_home")),
+])
+def test_carer_continuity(contacts, setting, result):
+    assert q.carer_continuity(LOC, START, END, contacts=contacts, setting=setting, rules=RULES) == result
+
+
+def test_carer_continuity_refuses_an_unknown_setting():
+    with pytest.raises(ValueError) as error:
+        q.carer_continuity(LOC, START, END, contacts=[], setting="hospital", rules=RULES)
+    assert str(error.value) == "carer continuity: setting must be one of homecare, care_home, not 'hospital'."
+
+
+def cv(visit_id: str, check_in: datetime, minutes: float | None = 30, carer: str = "c1") -> q.CarerVisit:
+    return q.CarerVisit(carer, visit_id, check_in, None if minutes is None else check_in + timedelta(minutes=minutes))
+
+
+def gap(from_id: str, to_id: str, arrived: datetime, gap_min: float, kind: q.GapKind, carer: str = "c1") -> q.VisitGap:
+    return q.VisitGap(carer, from_id, to_id, arrived, gap_min * 60, kind)
+
+
+TRAVEL, BREAK, OVERLAP = q.GapKind.TRAVEL, q.GapKind.BREAK, q.GapKind.OVERLAP
+
+
+@pytest.mark.parametrize("visits, gaps", [
+    ([], []),
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 8, 45))], [gap("a", "b", utc(10, 8, 45), 15, TRAVEL)]),
+    ([cv("b", utc(10, 8, 45)), cv("a", utc(10, 8))], [gap("a", "b", utc(10, 8, 45), 15, TRAVEL)]),   # any order
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 8, 45), carer="c2")], []),                                 # two carers
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 9, 30))], [gap("a", "b", utc(10, 9, 30), 60, TRAVEL)]),   # at the cap
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 9, 31))], [gap("a", "b", utc(10, 9, 31), 61, BREAK)]),
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 8, 20))], [gap("a", "b", utc(10, 8, 20), -10, OVERLAP)]),
+    ([cv("a", utc(10, 8), None), cv("b", utc(10, 8, 45))], []),                                      # no check-out
+    ([cv("a", utc(10, 8)), cv("b", utc(10, 8, 45)), cv("c", utc(10, 9, 30))],
+     [gap("a", "b", utc(10, 8, 45), 15, TRAVEL), gap("b", "c", utc(10, 9, 30), 15, TRAVEL)]),
+    ([cv("a", utc(10, 22, 20)), cv("b", utc(10, 23, 10))], []),     # 23:50 BST out, 00:10 BST next day in
+    ([cv("a", utc(10, 23, 20)), cv("b", utc(11, 0, 5))],            # 00:50 and 01:05 BST, one local day
+     [gap("a", "b", utc(11, 0, 5), 15, TRAVEL)]),
+    ([cv("a", utc(10, 23, 20, month=12)), cv("b", utc(11, 0, 10, month=12))], []),   # GMT: across midnight
+    ([cv("a", utc(25, 0, 20)), cv("b", utc(25, 1, 10))],            # clocks go back: out 01:50 BST, in 01:10 GMT
+     [gap("a", "b", utc(25, 1, 10), 20, TRAVEL)]),
+])
+def test_visit_gaps(visits, gaps):
+    assert q.visit_gaps(visits, 3600) == gaps
+
+
+def gaps_of(*minutes: float, kind: q.GapKind = TRAVEL, arrived: datetime | None = None) -> list[q.VisitGap]:
+    return [gap("a", "b", arrived or utc(10), m, kind) for m in minutes]
+
+
+@pytest.mark.parametrize("gaps, long, counted, status, median_min, breaks, overlaps", [
+    ([], 0, 0, I, None, 0, 0),
+    (gaps_of(30, 30, 30, 30), 4, 4, I, 30, 0, 0),                          # fewer than 5 gaps
+    (gaps_of(*[20] * 10), 0, 10, G, 20, 0, 0),                              # 20 min is not long
+    (gaps_of(*[10] * 9, 20.5), 1, 10, G, 10, 0, 0),                         # G <= 10 %
+    (gaps_of(*[10] * 8, 21, 21), 2, 10, A, 10, 0, 0),
+    (gaps_of(*[5] * 9, 25, 25, 25), 3, 12, A, 5, 0, 0),                     # 25 % is not red
+    (gaps_of(*[5] * 7, 25, 25, 25), 3, 10, R, 5, 0, 0),                     # R > 25 %
+    (gaps_of(4, 8, 12, 16, 30, 40), 2, 6, R, 12, 0, 0),                     # median: lower middle value
+    (gaps_of(*[10] * 5) + gaps_of(90, kind=BREAK) + gaps_of(-5, -1, kind=OVERLAP), 0, 5, G, 10, 1, 2),
+    (gaps_of(*[10] * 5) + gaps_of(*[30] * 5, arrived=END), 0, 5, G, 10, 0, 0),   # arrived at window end
+])
+def test_travel_time(gaps, long, counted, status, median_min, breaks, overlaps):
+    assert q.travel_time(LOC, START, END, gaps=gaps, rules=RULES) == expected(
+        "travel_time", long, counted, long / counted * 100 if counted else None, status,
+        {"median_travel_min": median_min, "breaks": breaks, "overlaps": overlaps})
+
+
+def episode(tested_after_h: float | None, upgraded_after_h: float | None = None,
+            recommended_at: datetime | None = None) -> q.AmberEpisode:
+    at = recommended_at or utc(10)
+    def later(h: float | None) -> datetime | None:
+        return None if h is None else at + timedelta(hours=h)
+    return q.AmberEpisode("e", "r1", at, later(upgraded_after_h), later(tested_after_h))
+
+
+SIX_H = 6
+
+
+@pytest.mark.parametrize("episodes, on_time, judged, status, pending, upgraded", [
+    ([], 0, 0, I, 0, 0),
+    ([episode(1)] * 4, 4, 4, I, 0, 0),                                                   # fewer than 5
+    ([episode(1)] * 9 + [episode(SIX_H)], 10, 10, G, 0, 0),                              # at the target is on time
+    ([episode(1)] * 9 + [episode(SIX_H + 1 / 3600)], 9, 10, G, 0, 0),                    # 90 %
+    ([episode(1)] * 8 + [episode(None)] * 2, 8, 10, A, 0, 0),
+    ([episode(1)] * 7 + [episode(7)] * 3, 7, 10, A, 0, 0),                               # 70 % is not red
+    ([episode(1)] * 6 + [episode(None)] * 4, 6, 10, R, 0, 0),                            # R < 70 %
+    ([episode(1)] * 5 + [episode(None, 2), episode(3, 2)], 5, 5, G, 0, 2),               # high first: excluded
+    ([episode(1)] * 5 + [episode(2, 3)], 6, 6, G, 0, 0),                                 # tested before the upgrade
+    ([episode(1)] * 5 + [episode(None, 7)], 5, 6, A, 0, 0),                              # upgraded after the target
+    ([episode(1)] * 5 + [episode(None, recommended_at=END - timedelta(hours=1))], 5, 5, G, 1, 0),   # pending
+    ([episode(1)] * 5 + [episode(0.5, recommended_at=END - timedelta(hours=1))], 6, 6, G, 0, 0),
+    ([episode(1)] * 5 + [episode(1, recommended_at=END - timedelta(hours=1))], 5, 5, G, 1, 0),  # tested at END
+    ([episode(1)] * 5 + [episode(1, recommended_at=START - timedelta(seconds=1))], 5, 5, G, 0, 0),
+])
+def test_urinalysis_timeliness(episodes, on_time, judged, status, pending, upgraded):
+    assert q.urinalysis_timeliness(LOC, START, END, episodes=episodes, rules=RULES) == expected(
+        "urinalysis_timeliness", on_time, judged, on_time / judged * 100 if judged else None, status,
+        {"pending": pending, "upgraded_to_high": upgraded})
+
+
+@pytest.mark.parametrize("times, result", [
+    ([], None), ([utc(9)], None), ([utc(10)], utc(10)), ([utc(12), utc(9), utc(11)], utc(11)),
+])
+def test_first_at_or_after(times, result):
+    assert q.first_at_or_after(utc(10), times) == result
+
+
+@pytest.mark.parametrize("changes, statuses", [
+    ([], {}),
+    ([("r1", utc(1), "admitted"), ("r1", utc(5), "in_hospital")], {"r1": "in_hospital"}),
+    ([("r1", utc(5), "in_hospital"), ("r1", utc(1), "admitted")], {"r1": "in_hospital"}),   # any order
+    ([("r1", utc(1), "admitted"), ("r1", utc(10), "discharged")], {"r1": "admitted"}),      # at `at`: not yet
+    ([("r1", utc(1), "admitted"), ("r2", utc(11), "admitted")], {"r1": "admitted"}),
+])
+def test_latest_statuses(changes, statuses):
+    assert q.latest_statuses(changes, utc(10)) == statuses
+
+
+@pytest.mark.parametrize("statuses, max_beds, occupied, reserved, vacant, over", [
+    ({}, 30, 0, 0, 30, 0),
+    ({"r1": "admitted", "r2": "in_hospital", "r3": "discharged"}, 30, 1, 1, 28, 0),
+    ({"r1": "admitted", "r2": "admitted", "r3": "in_hospital"}, 3, 2, 1, 0, 0),              # full
+    ({"r1": "admitted", "r2": "admitted", "r3": "in_hospital"}, 2, 2, 1, 0, 1),              # more than registered
+    ({}, 0, 0, 0, 0, 0),
+])
+def test_care_home_capacity(statuses, max_beds, occupied, reserved, vacant, over):
+    assert q.care_home_capacity(LOC, utc(10), max_beds=max_beds, statuses=statuses) == q.CareHomeCapacity(
+        LOC, utc(10), max_beds, occupied, reserved, vacant, over)
+
+
+def rostered(person: str, start: datetime, minutes: int = 60, cancelled: bool = False) -> q.RosteredVisit:
+    return q.RosteredVisit(person, start, start + timedelta(minutes=minutes), cancelled)
+
+
+@pytest.mark.parametrize("visits, commissioned, people_n, planned_h, not_planned_h", [
+    ([], None, 0, 0.0, None),
+    ([], 10.0, 0, 0.0, 10.0),
+    ([rostered("c1", utc(9)), rostered("c1", utc(8), 30), rostered("c2", utc(5), 45)], 10.0, 2, 2.25, 7.75),
+    ([rostered("c1", utc(9)), rostered("c2", utc(9), cancelled=True)], 0.5, 1, 1.0, -0.5),   # client cancelled
+    ([rostered("c1", utc(3)), rostered("c1", utc(10)), rostered("c1", utc(2, 23))], None, 1, 1.0, None),  # 7 days
+])
+def test_homecare_capacity(visits, commissioned, people_n, planned_h, not_planned_h):
+    assert q.homecare_capacity(LOC, utc(10), visits=visits, commissioned_hours_per_week=commissioned) == \
+        q.HomecareCapacity(LOC, utc(10), people_n, planned_h, commissioned, not_planned_h)

@@ -4,6 +4,10 @@ Two locations: a care home (home-a, 30 beds: the 90-day falls window of cqc_doma
 residents, and a homecare agency (home-b) with one client. Every event appears twice and the log is
 reversed, so deduplication and ordering are exercised on every indicator. Expected numbers are worked out
 in the comments.
+
+Issue 11's indicators (continuity of carers, travel between visits, urinalysis timeliness) are recomputed
+only when asked for; a third location (home-c, an agency of six clients over 14 days) gives them
+sufficient data. Live capacity has its own oracle function.
 """
 
 from __future__ import annotations
@@ -11,9 +15,12 @@ from __future__ import annotations
 import uuid
 from datetime import datetime, timedelta, timezone
 
+import pytest
+
 from carepulse import events as ev
+from indicators import quality as q
 from indicators.quality import IndicatorValue, Rag
-from indicators.recompute import recompute
+from indicators.recompute import capacity, recompute
 
 AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 SRC = ev.Source(gateway_id="gw-1")
@@ -161,7 +168,7 @@ def homecare() -> list[ev.Event]:
 def value(indicator_id: str, location_id: str, days: int, numerator: float, denominator: float,
           value_: float | None, status: Rag, details: dict | None = None) -> IndicatorValue:
     return IndicatorValue(indicator_id, location_id, AS_OF - timedelta(days=days), AS_OF, numerator, denominator,
-                          value_, status, "carepulse-quality.1", details or {})
+                          value_, status, "carepulse-quality.2", details or {})
 
 
 def bells(by_priority: dict, median_s=None, p90_s=None, unanswered: int = 0) -> dict:
@@ -223,3 +230,103 @@ def test_large_home_uses_the_28_day_falls_window():
 
 def test_empty_log():
     assert recompute([], as_of=AS_OF) == []
+
+
+# --- issue 11 ---------------------------------------------------------------------------------------------
+
+def agency_run() -> list[ev.Event]:
+    """home-c, 9-22 Nov (GMT, so local = UTC), every day:
+    cw-1's run: client-1 08:00-08:30, client-2 08:45 (15 min travel), client-3 09:40 (25 min: long),
+    client-4 12:00 (110 min: a break); client-5 sees a different carer each day (14 carers);
+    client-6 has 3 visits only (days 0-2, below the 14 contacts a person needs to count)."""
+    log = []
+    def visit(visit_id: str, client: str, carer: str, check_in: datetime) -> None:
+        who = {"location_id": "home-c", "resident_id": client, "visit_id": visit_id, "carer_id": carer}
+        log.append(make(ev.VisitCheckIn, check_in, verification="gps", **who))
+        log.append(make(ev.VisitCheckOut, check_in + timedelta(minutes=30), **who))
+    for d in range(14):
+        day = 9 + d
+        visit(f"c1-{d}", "client-1", "cw-1", t(11, day, 8))
+        visit(f"c2-{d}", "client-2", "cw-1", t(11, day, 8, 45))
+        visit(f"c3-{d}", "client-3", "cw-1", t(11, day, 9, 40))
+        visit(f"c4-{d}", "client-4", "cw-1", t(11, day, 12))
+        visit(f"c5-{d}", "client-5", f"cw-x-{d}", t(11, day, 8))
+        if d < 3:
+            visit(f"c6-{d}", "client-6", "cw-2", t(11, day, 10))
+    return log
+
+
+def urinalysis() -> list[q.Urinalysis]:
+    """r1's urinalyses at home-a (all escalations() are r1's): 11 Nov 12:00 answers e2 (low-medium, 09:00) in
+    3 h; 12 Nov 16:00 comes 7 h after e3 (late); 20 Nov 11:00 comes after e1's upgrade to high at 10:45
+    (e1 leaves the denominator) and is e4's (13 Nov) first, a week late; 23 Nov 10:00 is after as_of, so
+    e5 (medium, 08:50) is pending. 1 of 3 on time. A home-b result has no episode to answer."""
+    return [q.Urinalysis("home-a", "r1", t(11, 11, 12)), q.Urinalysis("home-a", "r1", t(11, 12, 16)),
+            q.Urinalysis("home-a", "r1", t(11, 20, 11)), q.Urinalysis("home-a", "r1", t(11, 23, 10)),
+            q.Urinalysis("home-b", "client-1", t(11, 20, 9))]
+
+
+def continuity(location_id: str, setting: str, numerator: int, denominator: int, status: Rag,
+               median: int | None, below: int) -> IndicatorValue:
+    return value("carer_continuity", location_id, 28, numerator, denominator,
+                 numerator / denominator * 100 if denominator else None, status,
+                 {"setting": setting, "more_than_carers": 8 if setting == "homecare" else 20,
+                  "median_carers": median, "people_below_minimum_contacts": below})
+
+
+EXPECTED_EXTENSIONS = [
+    # home-a is a care home (no check-ins): r1 and r2 have one carer-logged drink each, below 14 contacts.
+    continuity("home-a", "care_home", 0, 0, I, None, 2),
+    value("travel_time", "home-a", 28, 0, 0, None, I, {"median_travel_min": None, "breaks": 0, "overlaps": 0}),
+    value("urinalysis_timeliness", "home-a", 28, 1, 3, 1 / 3 * 100, I, {"pending": 1, "upgraded_to_high": 1}),
+    # home-b: client-1's 5 check-ins are below 14; carer-9's only same-day pair (20 Nov, v1 out 08:40, v2 in
+    # 12:40) is a 240-min break.
+    continuity("home-b", "homecare", 0, 0, I, None, 1),
+    value("travel_time", "home-b", 28, 0, 0, None, I, {"median_travel_min": None, "breaks": 1, "overlaps": 0}),
+    value("urinalysis_timeliness", "home-b", 28, 0, 0, None, I, {"pending": 0, "upgraded_to_high": 0}),
+    # home-c: distinct carers 1, 1, 1, 1, 14 (client-6 below 14 contacts); 1 of 5 over 8 = 20 %, median 1.
+    continuity("home-c", "homecare", 1, 5, A, 1, 1),
+    # 14 days x (15 min, 25 min) travel, 14 breaks: 14 of 28 over 20 min; median (14th of 28) 15 min.
+    value("travel_time", "home-c", 28, 14, 28, 50.0, R, {"median_travel_min": 15.0, "breaks": 14, "overlaps": 0}),
+    value("urinalysis_timeliness", "home-c", 28, 0, 0, None, I, {"pending": 0, "upgraded_to_high": 0}),
+]
+
+
+def test_recompute_issue_11_indicators_with_duplicates_out_of_order():
+    log = care_home() + homecare() + agency_run()
+    assert recompute(list(reversed(log + log)), as_of=AS_OF, bed_counts={"home-a": 30},
+                     indicator_ids=q.EXTENSION_INDICATOR_IDS, urinalysis=urinalysis() * 2) == EXPECTED_EXTENSIONS
+
+
+def test_all_indicators_come_per_location_in_the_order_asked():
+    log = care_home() + homecare()
+    values = recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}, indicator_ids=q.ALL_INDICATOR_IDS,
+                       urinalysis=urinalysis())
+    assert values == EXPECTED[:10] + EXPECTED_EXTENSIONS[:3] + EXPECTED[10:] + EXPECTED_EXTENSIONS[3:6]
+    picked = recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}, indicator_ids=("travel_time", "falls_rate"))
+    assert picked == [EXPECTED_EXTENSIONS[1], EXPECTED[0], EXPECTED_EXTENSIONS[4], EXPECTED[10]]
+
+
+def test_unknown_indicator_is_refused():
+    with pytest.raises(ValueError) as error:
+        recompute([], as_of=AS_OF, indicator_ids=("falls_rate", "uti_rate"))
+    assert str(error.value).startswith("No indicator uti_rate; known: falls_rate, falls_with_harm_rate,")
+
+
+@pytest.mark.parametrize("as_of, expected", [
+    # 21 Nov 09:00: r3 in hospital since 20 Nov (bed held). home-b's planned visits in the 7 days before:
+    # v9, v1, v2, v3 (1 h each; v4 was cancelled by the client) -> 4 h of 10 commissioned.
+    (t(11, 21, 9), [q.CareHomeCapacity("home-a", t(11, 21, 9), 30, 3, 1, 26, 0),
+                    q.HomecareCapacity("home-b", t(11, 21, 9), 1, 4.0, 10.0, 6.0)]),
+    # 23 Nov 09:00: r3 back since 22 Nov. v9, v1, v2, v3, v5, v6, v8 (provider cancelled: still planned) and
+    # v7 (08:30) -> 8 h.
+    (AS_OF, [q.CareHomeCapacity("home-a", AS_OF, 30, 4, 0, 26, 0),
+             q.HomecareCapacity("home-b", AS_OF, 1, 8.0, 10.0, 2.0)]),
+])
+def test_capacity(as_of, expected):
+    log = care_home() + homecare()
+    assert capacity(list(reversed(log + log)), as_of=as_of, bed_counts={"home-a": 30},
+                    commissioned_hours_per_week={"home-b": 10.0}) == expected
+    without_commissioned = capacity(log, as_of=as_of, bed_counts={"home-a": 30})[1]
+    assert (without_commissioned.commissioned_hours_7d, without_commissioned.commissioned_hours_not_planned) == \
+        (None, None)
