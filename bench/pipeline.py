@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -60,6 +61,7 @@ from carepulse.settings import Settings  # noqa: E402
 
 INPUT_TOPICS = (topics.READINGS.name, topics.OBSERVATION_SETS.name, topics.RESIDENTS.name, topics.CARE_EVENTS.name)
 SOURCE = events.Source(gateway_id="gw-bench")
+PHASES = ("throughput", "soak", "latency", "recovery", "news2")
 RED = dict(respiration_rate=26, spo2=90, systolic_bp=95, pulse=125, consciousness="C", temperature=39.2,
            on_oxygen=False)
 
@@ -122,8 +124,9 @@ def load(residents: int, locations: int, per_resident: int, start: datetime, see
 
 
 async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]], rate_per_s: float | None = None,
-                  stop_at: float | None = None) -> int:
-    """Send `messages` (cycling through them when rate-limited with `stop_at`), at most `rate_per_s`."""
+                  stop_at: float | None = None, stopping: threading.Event | None = None) -> int:
+    """Send `messages` (cycling through them when rate-limited with `stop_at`), at most `rate_per_s`, until
+    `stop_at` or `stopping` is set."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5, max_batch_size=256 * 1024)
     await producer.start()
     sent = 0
@@ -131,7 +134,7 @@ async def produce(bootstrap: str, messages: list[tuple[str, bytes, bytes]], rate
     try:
         while True:
             for topic, key, value in messages:
-                if stop_at is not None and time.monotonic() >= stop_at:
+                if (stop_at is not None and time.monotonic() >= stop_at) or (stopping and stopping.is_set()):
                     return sent
                 if rate_per_s:
                     ahead = sent / rate_per_s - (time.monotonic() - started)
@@ -181,7 +184,8 @@ class Stack:
         for process in self.processes:
             if process.poll() is None:
                 stop(process, signal.SIGTERM, timeout_s=15)
-        self.broker.stop()
+        if self.broker.process is not None:
+            self.broker.stop()
 
 
 def scrape(port: int) -> dict[tuple[str, tuple], float]:
@@ -386,7 +390,7 @@ def red_alert_latency(stack: Stack, samples: int, rate: float, background) -> di
         asyncio.run(run())
 
     def read_stream() -> None:
-        with httpx.Client(timeout=httpx.Timeout(5, read=None)) as client:
+        with contextlib.suppress(httpx.HTTPError), httpx.Client(timeout=httpx.Timeout(5, read=None)) as client:
             with client.stream("GET", f"http://127.0.0.1:{feed_port}/v1/stream",
                                headers={"Authorization": f"Bearer {feed_key}"}) as response:
                 name = None
@@ -405,7 +409,7 @@ def red_alert_latency(stack: Stack, samples: int, rate: float, background) -> di
         thread.start()
     background_stop = time.monotonic() + samples / rate + 60
     loader = threading.Thread(target=lambda: asyncio.run(produce(stack.bootstrap, background[0], background[1],
-                                                                 background_stop)), daemon=True)
+                                                                 background_stop, stop_reading)), daemon=True)
     loader.start()
     posted: dict[str, float] = {}
     with httpx.Client(base_url=f"http://127.0.0.1:{intake_port}", headers={"Authorization": f"Bearer {token}"}) as client:
@@ -420,6 +424,7 @@ def red_alert_latency(stack: Stack, samples: int, rate: float, background) -> di
             time.sleep(1 / rate)
     wait(lambda: len(on_topic) >= samples and len(on_stream) >= samples, 120, "every red alert", 1)
     stop_reading.set()
+    loader.join(timeout=10)
     to_topic = [on_topic[r] - posted[r] for r in residents]
     to_stream = [on_stream[r] - posted[r] for r in residents]
     return {"to_escalations_topic": _percentiles(to_topic), "to_feed_stream": _percentiles(to_stream)}
@@ -561,58 +566,79 @@ def main() -> int:
     parser.add_argument("--compare-batching", action=argparse.BooleanOptionalAction, default=True,
                         help="also measure the pipeline with normal producer batching (Apache Kafka's setting)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results.json")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help="comma-separated subset of the phases (a partial run updates --out)")
     args = parser.parse_args()
 
-    work = Path(tempfile.mkdtemp(prefix="carepulse-bench-"))
-    stack = Stack(work)
-    results: dict = {"machine": machine(), "started": datetime.now(timezone.utc).isoformat(), "args": vars(args) | {"out": str(args.out)}}
+    phases = set(args.phases.split(","))
+    unknown = phases - set(PHASES)
+    if unknown:
+        parser.error(f"unknown phases {', '.join(sorted(unknown))}; choose from {', '.join(PHASES)}")
+    # A partial run adds to the last results (same file) rather than replacing them.
+    results: dict = json.loads(args.out.read_text()) if phases != set(PHASES) and args.out.exists() else {}
+    results |= {"machine": machine(), "started": datetime.now(timezone.utc).isoformat(),
+                "args": vars(args) | {"out": str(args.out)}}
+    stacks: list[Stack] = []
+
+    def fresh_stack(name: str) -> Stack:
+        """Each phase on its own embedded broker: no phase pays for another's backlog or table recovery."""
+        stack = Stack(Path(tempfile.mkdtemp(prefix=f"carepulse-bench-{name}-")))
+        stacks.append(stack)
+        stack.start()
+        return stack
+
     try:
-        stack.start()
         messages = load(args.residents, args.locations, args.per_resident, events.utc_now() - timedelta(days=1))
-        asyncio.run(produce(stack.bootstrap, messages))
-        print(f"load: {len(messages):,} messages", flush=True)
-        results["raw"] = asyncio.run(raw_limit(stack.bootstrap, len(messages)))
-        print(f"raw: {results['raw']}", flush=True)
-        pipeline = pipeline_throughput(stack, len(messages), profile=not args.no_profile)
-        worker, port = pipeline.pop("worker"), pipeline.pop("port")
-        results["pipeline"] = pipeline
-        results["ratio"] = round(pipeline["per_s"] / results["raw"]["per_s"], 3)
-        print(f"pipeline: {pipeline} ratio {results['ratio']}", flush=True)
-        if args.compare_batching:
-            # The same load with normal producer batching, as on Apache Kafka (CAREPULSE_ONE_RECORD_PER_BATCH
-            # works around the embedded broker's end-offset under-reporting, streaming.md §3.5.2).
-            batched = pipeline_throughput(stack, len(messages), profile=False, group="bench-batched",
-                                          one_record_per_batch="false")
-            stop(batched.pop("worker"), signal.SIGTERM, timeout_s=30)
-            batched.pop("port")
-            results["pipeline_batched"] = batched
-            print(f"pipeline, normal batching: {batched}", flush=True)
-        if args.soak_s > 0:
-            results["soak"] = soak(stack, port, messages, 0.8 * pipeline["per_s"], args.soak_s)
-            print(f"soak: {results['soak']}", flush=True)
-        stop(worker, signal.SIGTERM, timeout_s=30)
-        relay = asyncio.run(relay_baseline(stack.bootstrap, args.latency_samples))
-        results["latency"] = {"relay_baseline": _percentiles(relay)}
-        # The throughput worker's group: it resumes where that worker stopped, not at the oldest message.
-        latency_worker = stack.worker("bench-throughput", free_port())
-        results["latency"] |= red_alert_latency(stack, args.latency_samples, args.latency_rate,
-                                                (messages, 0.2 * pipeline["per_s"]))
-        stop(latency_worker, signal.SIGTERM, timeout_s=30)
-        results["latency"]["ratio_p99_topic_to_relay"] = round(
-            results["latency"]["to_escalations_topic"]["p99_ms"] / results["latency"]["relay_baseline"]["p99_ms"], 2)
-        print(f"latency: {results['latency']}", flush=True)
-        points = [int(p) for p in args.memory_points.split(",") if p]
-        stack.close()
-        stack = Stack(Path(tempfile.mkdtemp(prefix="carepulse-bench-recovery-")))  # a clean broker: only this state
-        stack.start()
-        results["recovery"] = recovery(stack, args.recovery_residents, points)
-        print(f"recovery: {results['recovery']}", flush=True)
-        results["news2"] = news2_rate()
+        if phases & {"throughput", "soak"}:
+            stack = fresh_stack("throughput")
+            asyncio.run(produce(stack.bootstrap, messages))
+            print(f"load: {len(messages):,} messages", flush=True)
+            results["raw"] = asyncio.run(raw_limit(stack.bootstrap, len(messages)))
+            print(f"raw: {results['raw']}", flush=True)
+            pipeline = pipeline_throughput(stack, len(messages), profile=not args.no_profile)
+            worker, port = pipeline.pop("worker"), pipeline.pop("port")
+            results["pipeline"] = pipeline
+            results["ratio"] = round(pipeline["per_s"] / results["raw"]["per_s"], 3)
+            print(f"pipeline: {pipeline} ratio {results['ratio']}", flush=True)
+            if args.compare_batching:
+                # The same load with normal producer batching, as on Apache Kafka (CAREPULSE_ONE_RECORD_PER_BATCH
+                # works around the embedded broker's end-offset under-reporting, streaming.md §3.5.2).
+                batched = pipeline_throughput(stack, len(messages), profile=False, group="bench-batched",
+                                              one_record_per_batch="false")
+                stop(batched.pop("worker"), signal.SIGTERM, timeout_s=30)
+                batched.pop("port")
+                results["pipeline_batched"] = batched
+                print(f"pipeline, normal batching: {batched}", flush=True)
+            if "soak" in phases and args.soak_s > 0:
+                results["soak"] = soak(stack, port, messages, 0.8 * pipeline["per_s"], args.soak_s)
+                print(f"soak: {results['soak']}", flush=True)
+            stop(worker, signal.SIGTERM, timeout_s=30)
+            stack.close()
+        if "latency" in phases:
+            stack = fresh_stack("latency")
+            relay = asyncio.run(relay_baseline(stack.bootstrap, args.latency_samples))
+            results["latency"] = {"relay_baseline": _percentiles(relay)}
+            stack.worker(f"bench-latency-{uuid.uuid4().hex[:6]}", free_port())
+            background_rate = 0.2 * results.get("pipeline", {}).get("per_s", 1000)
+            results["latency"] |= red_alert_latency(stack, args.latency_samples, args.latency_rate,
+                                                    (messages, background_rate))
+            results["latency"]["background_per_s"] = round(background_rate)
+            results["latency"]["ratio_p99_topic_to_relay"] = round(
+                results["latency"]["to_escalations_topic"]["p99_ms"] / results["latency"]["relay_baseline"]["p99_ms"], 2)
+            print(f"latency: {results['latency']}", flush=True)
+            stack.close()
+        if "recovery" in phases:
+            points = [int(p) for p in args.memory_points.split(",") if p]
+            results["recovery"] = recovery(fresh_stack("recovery"), args.recovery_residents, points)
+            print(f"recovery: {results['recovery']}", flush=True)
+        if "news2" in phases:
+            results["news2"] = news2_rate()
     finally:
-        stack.close()
+        for stack in stacks:
+            stack.close()
         results["finished"] = datetime.now(timezone.utc).isoformat()
         args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
-        print(f"results in {args.out}; logs in {work}")
+        print(f"results in {args.out}; logs in {', '.join(str(stack.work) for stack in stacks)}")
     print_table(results)
     return 0
 
