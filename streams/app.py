@@ -226,7 +226,7 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
             return
         owned = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.CARE_EVENTS.name}
         now = events.utc_now()
-        for location_id in store.locations():
+        for location_id in board.locations():
             if partition_of(location_id.encode(), settings.topic_partitions) not in owned:
                 continue
             # Between locations the agents run: a red reading must not wait for every home's indicators.
@@ -244,9 +244,13 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
             return
         lags = {}
         for tp in app.consumer.assignment():
-            position = await app.consumer.position(tp)
-            if position is not None:
-                lags[(tp.topic, tp.partition)] = max(0, app.consumer.highwater(tp) - position)
+            try:
+                position = await app.consumer.position(tp)
+                highwater = app.consumer.highwater(tp)
+            except Exception:  # noqa: BLE001 - revoked meanwhile: a metric must never stop the worker
+                continue
+            if position is not None and highwater is not None:  # no highwater before the first fetch
+                lags[(tp.topic, tp.partition)] = max(0, highwater - position)
         metrics.WORKER.set_consumer_lag(lags, topics_consumed={tp.topic for tp in app.consumer.assignment()})
 
 

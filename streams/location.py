@@ -439,8 +439,18 @@ class IndicatorBoard:
         self._snapshot_at: dict[str, datetime] = {}
         #: Per location with new events since its last evaluation: the earliest of their event times.
         self._changed_since: dict[str, datetime] = {}
+        #: The locations in the store, kept as events arrive (scanning the store's keys reads every bucket);
+        #: None until read from the store once, and again after `forget`.
+        self._locations: set[str] | None = None
+
+    def locations(self) -> list[str]:
+        if self._locations is None:
+            self._locations = set(self.store.locations())
+        return sorted(self._locations)
 
     def applied(self, event: ev.Event) -> None:
+        if self._locations is not None:
+            self._locations.add(event.location_id)
         current = self._changed_since.get(event.location_id)
         self._changed_since[event.location_id] = min(current, event.occurred_at) if current else event.occurred_at
 
@@ -450,6 +460,7 @@ class IndicatorBoard:
         self._evaluated_at.clear()
         self._snapshot_at.clear()
         self._last_run.clear()
+        self._locations = None
 
     def due(self, location_id: str, now: datetime) -> bool:
         """Whether the location may be evaluated at `now`: not evaluated within the last `refresh`."""

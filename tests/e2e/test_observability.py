@@ -126,9 +126,14 @@ def test_prometheus_reads_every_query_and_on_call_is_paged_for_a_red_score(broke
         produce(broker.bootstrap, topics.OBSERVATION_SETS.name, [(resident.encode(), events.to_json(red))])
         produce(broker.bootstrap, topics.CARE_EVENTS.name, [(location.encode(), b'{"not": "an event"}')])
 
-        wait_for(lambda: all(t["health"] == "up" for t in httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"])
-                 and len(httpx.get(f"{prometheus}/api/v1/targets").json()["data"]["activeTargets"]) == 3,
-                 90, "Prometheus to scrape the worker, the feed and the gateway")
+        def targets_up() -> bool:
+            try:  # Prometheus may still be starting
+                active = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+            except httpx.HTTPError:
+                return False
+            return len(active) == 3 and all(t["health"] == "up" for t in active)
+
+        wait_for(targets_up, 120, "Prometheus to scrape the worker, the feed and the gateway")
 
         # A reader of the feed's API (its requests are on the pipeline dashboard).
         assert httpx.get(f"http://127.0.0.1:{ports['api']}/health", timeout=10).status_code == 200

@@ -214,3 +214,17 @@ def test_a_busy_location_is_evaluated_at_most_once_per_refresh_interval() -> Non
 def test_indicators_are_evaluated_after_the_newest_event_or_on_the_wall_clock_when_quiet(clock, expected) -> None:
     now = datetime(2026, 3, 10, 12, 0, 42, tzinfo=timezone.utc)
     assert evaluation_instant(clock, now, timedelta(minutes=5)) == expected
+
+
+def test_the_board_knows_the_stores_locations_without_rescanning_it_each_tick() -> None:
+    store = LocationStore({})
+    store.apply(fluid(T0))
+    board = IndicatorBoard(store, worker_id="w", wall_clock_lag=timedelta(minutes=5))
+    assert board.locations() == ["home-a"]  # read from the store once (a restarted worker's restored table)
+    other = fluid(T0).model_copy(update={"event_id": uuid.uuid4(), "location_id": "home-b"})
+    store.apply(other)
+    board.applied(other)
+    assert board.locations() == ["home-a", "home-b"]
+    store.store.clear()
+    board.forget()  # a rebalance: the table may hold other locations now
+    assert board.locations() == []
