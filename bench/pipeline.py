@@ -422,7 +422,7 @@ def red_alert_latency(stack: Stack, samples: int, rate: float, background) -> di
             response = client.post(f"/v1/residents/{resident}/observations", json=body)
             response.raise_for_status()
             time.sleep(1 / rate)
-    wait(lambda: len(on_topic) >= samples and len(on_stream) >= samples, 120, "every red alert", 1)
+    wait(lambda: all(r in on_topic and r in on_stream for r in residents), 120, "every red alert", 1)
     stop_reading.set()
     loader.join(timeout=10)
     to_topic = [on_topic[r] - posted[r] for r in residents]
