@@ -25,6 +25,7 @@ from pydantic import (
     Field,
     StringConstraints,
     TypeAdapter,
+    model_validator,
 )
 
 SCHEMA_VERSION = 1
@@ -330,6 +331,94 @@ class VisitCancelled(ResidentEvent):
     by_client_in_advance: bool
 
 
+DipstickGrade = Literal["negative", "trace", "+", "++", "+++"]
+
+
+class UrinalysisResult(ResidentEvent):
+    """A urine dipstick test read for a resident (by a smartphone reader or by eye), entered on the tablet.
+
+    Recorded for the Care City test-bed pathway (cqc_domain.md [R8], issue 11). It is not a UTI diagnosis:
+    NICE and UKHSA advise against dipstick diagnosis of UTI in people over 65 (cqc_domain.md §2.2 row 13,
+    [U3]). `episode_id` links it to the escalation episode that recommended it; omitted, the worker links it
+    to the resident's open recommendation, if any."""
+
+    event_type: Literal["urinalysis_result"] = "urinalysis_result"
+    recorded_by: Identifier
+    reader: Literal["smartphone_reader", "visual"]
+    leukocytes: DipstickGrade
+    nitrites: Literal["negative", "positive"]
+    blood: DipstickGrade
+    protein: DipstickGrade
+    episode_id: uuid.UUID | None = Field(default=None, description="Omitted: the resident's open recommendation.")
+
+
+class UrinalysisRecommendation(ResidentEvent):
+    """The urinalysis action of an amber NEWS2 escalation episode (issue 11), published by the worker when
+    the ``urinalysis_pathway`` of the quality rules is switched on:
+
+    - ``recommended`` when the episode first reaches a risk the pathway acts on (`due_at` = that time plus
+      the ``urinalysis_timeliness`` target);
+    - ``done`` when a result arrives for it (`result_event_id`, `tested_at`, `on_time`);
+    - ``not_done`` when `due_at` passes without one;
+    - ``withdrawn`` when the episode is upgraded to high risk first (an emergency response replaces it).
+    """
+
+    event_type: Literal["urinalysis_recommendation"] = "urinalysis_recommendation"
+    episode_id: uuid.UUID
+    status: Literal["recommended", "done", "not_done", "withdrawn"]
+    risk: EscalationRisk
+    recommended_at: Instant
+    due_at: Instant
+    result_event_id: uuid.UUID | None = None
+    tested_at: Instant | None = None
+    on_time: bool | None = None
+    rules_version: str
+
+
+class LocationProfile(Event):
+    """What a location is registered or commissioned for, set by the provider: the input to live capacity
+    and to the small-home falls window (cqc_domain.md §2.1). Compacted by location on ``location-profiles``;
+    the newest profile replaces the last."""
+
+    event_type: Literal["location_profile"] = "location_profile"
+    setting: Literal["care_home", "homecare"]
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = None
+    registered_beds: Annotated[int, Field(ge=1, le=1000)] | None = None
+    commissioned_hours_per_week: Annotated[float, Field(gt=0, le=100_000, allow_inf_nan=False)] | None = None
+
+    @model_validator(mode="after")
+    def _beds_for_care_homes(self) -> "LocationProfile":
+        if self.setting == "care_home" and self.registered_beds is None:
+            raise ValueError("a care home's profile needs registered_beds")
+        if self.setting == "homecare" and self.registered_beds is not None:
+            raise ValueError("a homecare agency has no registered_beds (give commissioned_hours_per_week)")
+        return self
+
+
+class LocationCapacity(Event):
+    """A location's live capacity as of `occurred_at`, published by the worker on the compacted ``capacity``
+    topic whenever it changes (issue 11: real-time data instead of monthly Capacity Tracker returns).
+
+    Care homes: the DHSC Capacity Tracker bed fields (cqc_domain.md §1.5 and §4.4, [C24]) — maximum,
+    occupied and reserved (beds held for residents in hospital) — plus vacant and over-maximum; "accepting
+    admissions" is the home's decision and is not derived. Homecare agencies: people receiving care, hours
+    planned in the last 7 days and, when commissioned hours are known, the hours not planned (our names, P).
+    Derived by ``indicators.quality.care_home_capacity`` / ``homecare_capacity``."""
+
+    event_type: Literal["location_capacity"] = "location_capacity"
+    setting: Literal["care_home", "homecare"]
+    max_beds: int | None = None
+    occupied_beds: int | None = None
+    reserved_beds: int | None = None
+    vacant_beds: int | None = None
+    over_max_beds: int | None = None
+    people_receiving_care: int | None = None
+    planned_hours_7d: float | None = None
+    commissioned_hours_7d: float | None = None
+    commissioned_hours_not_planned: float | None = None
+    profile_event_id: uuid.UUID
+
+
 class DeadLetter(Event):
     """An input that could not be processed, with the reason and the original bytes (nothing is lost)."""
 
@@ -406,7 +495,8 @@ AnyEvent = Annotated[
     Union[
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate, Alert,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, UrinalysisResult,
+        UrinalysisRecommendation, LocationProfile, LocationCapacity, DeadLetter, IndicatorUpdate, Alert,
     ],
     Field(discriminator="event_type"),
 ]
@@ -429,7 +519,8 @@ def all_models() -> list[type[Event]]:
     return [
         DeviceReading, ManualObservation, ObservationSet, News2Scored, ResidentRecord, Escalation,
         EscalationOverdue, ObservationOverdue, EscalationAcknowledgement, ClinicalReview, FluidIntake, Fall,
-        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, DeadLetter, IndicatorUpdate, Alert,
+        CallBell, VisitPlanned, VisitCheckIn, VisitCheckOut, VisitCancelled, UrinalysisResult,
+        UrinalysisRecommendation, LocationProfile, LocationCapacity, DeadLetter, IndicatorUpdate, Alert,
     ]
 
 

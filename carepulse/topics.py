@@ -80,10 +80,10 @@ RESIDENTS = TopicSpec(
 CLINICAL_ACTIONS = TopicSpec(
     name="clinical-actions",
     key="resident_id",
-    value_models=(events.EscalationAcknowledgement, events.ClinicalReview),
+    value_models=(events.EscalationAcknowledgement, events.ClinicalReview, events.UrinalysisResult),
     cleanup_policy="delete",
     retention_ms=365 * _DAY_MS,
-    purpose="Staff acknowledgements of escalations and recorded clinical reviews.",
+    purpose="Staff acknowledgements of escalations, recorded clinical reviews and urinalysis results.",
 )
 CARE_EVENTS = TopicSpec(
     name="care-events",
@@ -107,11 +107,38 @@ OBSERVATIONS_DUE = TopicSpec(
 LOCATION_EVENTS = TopicSpec(
     name="location-events",
     key="location_id",
-    value_models=(events.ResidentRecord, events.News2Scored, events.Escalation),
+    value_models=(events.ResidentRecord, events.News2Scored, events.Escalation, events.UrinalysisResult,
+                  events.UrinalysisRecommendation),
     cleanup_policy="delete",
     retention_ms=7 * _DAY_MS,
-    purpose="Internal: copies of resident records, NEWS2 results and escalations re-keyed by location, so "
-    "each location's indicators are computed in one partition next to its care events.",
+    purpose="Internal: copies of resident records, NEWS2 results, escalations and urinalysis results and "
+    "actions re-keyed by location, so each location's indicators are computed in one partition next to its "
+    "care events.",
+)
+URINALYSIS = TopicSpec(
+    name="urinalysis",
+    key="resident_id",
+    value_models=(events.UrinalysisRecommendation,),
+    cleanup_policy="delete",
+    retention_ms=365 * _DAY_MS,
+    purpose="The urinalysis pathway's actions for amber NEWS2 episodes: recommended, done, not done, withdrawn "
+    "(only while the pathway is switched on in the quality rules).",
+)
+LOCATION_PROFILES = TopicSpec(
+    name="location-profiles",
+    key="location_id",
+    value_models=(events.LocationProfile,),
+    cleanup_policy="compact",
+    retention_ms=None,
+    purpose="Each location's setting, registered beds and commissioned hours (the newest replaces the last).",
+)
+CAPACITY = TopicSpec(
+    name="capacity",
+    key="location_id",
+    value_models=(events.LocationCapacity,),
+    cleanup_policy="compact",
+    retention_ms=None,
+    purpose="Each location's live capacity: beds occupied, reserved and vacant, or homecare hours planned.",
 )
 INDICATORS = TopicSpec(
     name="indicators",
@@ -149,7 +176,8 @@ DEAD_LETTERS = TopicSpec(
 
 CATALOG: tuple[TopicSpec, ...] = (
     READINGS, RESIDENTS, CLINICAL_ACTIONS, CARE_EVENTS, OBSERVATION_SETS, NEWS2_SCORES, ESCALATIONS,
-    OBSERVATIONS_DUE, LOCATION_EVENTS, INDICATORS, INDICATORS_HISTORY, ALERTS, DEAD_LETTERS,
+    OBSERVATIONS_DUE, URINALYSIS, LOCATION_PROFILES, LOCATION_EVENTS, INDICATORS, INDICATORS_HISTORY, CAPACITY,
+    ALERTS, DEAD_LETTERS,
 )
 
 
