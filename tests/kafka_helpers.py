@@ -113,3 +113,72 @@ class WorkerProcess(CarepulseProcess):
 
     def __init__(self, bootstrap: str, log_path: Path, worker_id: str, extra_env: dict[str, str] | None = None):
         super().__init__(["worker"], bootstrap, log_path, {"CAREPULSE_WORKER_ID": worker_id, **(extra_env or {})})
+
+
+# -- shared by the fault-injection tests (tests/faults) ----------------------------------------------------
+class TopicTail:
+    """Everything on some topics since the beginning (all partitions), read a little more at each call."""
+
+    def __init__(self, bootstrap: str, *names: str) -> None:
+        self.consumer = KafkaConsumer(*names, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
+                                      enable_auto_commit=False)
+        self.records: list = []
+
+    def read(self, idle_polls: int = 1) -> list:
+        """The records read so far, after polling until `idle_polls` polls in a row returned nothing."""
+        idle = 0
+        while idle < idle_polls:
+            batch = self.consumer.poll(timeout_ms=300)
+            if not batch:
+                idle += 1
+            for records in batch.values():
+                self.records.extend(records)
+        return self.records
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def own_broker(log_path: Path, partitions: int | None = None):
+    """A started embedded Tansu broker of a test's own (free port, catalog topics created); `stop()` it."""
+    from carepulse.broker import EmbeddedBroker, ensure_topics
+    from carepulse.settings import Settings
+
+    settings = Settings(broker_port=free_port(), **({"topic_partitions": partitions} if partitions else {}))
+    broker = EmbeddedBroker(settings, log_path=log_path)
+    broker.start()
+    ensure_topics(broker.bootstrap, settings.topic_partitions)
+    return broker
+
+
+def end_offset_report(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """Per partition of `topic`: (end offset by ListOffsets, true end = last offset fetched + 1).
+
+    The embedded broker's ListOffsets(latest) answers *base offset of the newest batch + 1* instead of the
+    high watermark (streaming.md §3.5.2), so a partition whose last produced batch held n > 1 records
+    reports an end n - 1 short. Faust trusts ListOffsets to know when changelog recovery is complete, so
+    a short answer makes a restarted worker stop restoring its tables early. The two numbers differ exactly
+    when that would happen."""
+    from kafka import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        listed = consumer.end_offsets(partitions)
+        last: dict[int, int] = {tp.partition: 0 for tp in partitions}
+        idle = 0
+        while idle < 3:
+            batch = consumer.poll(timeout_ms=300, max_records=10_000)
+            idle = 0 if batch else idle + 1
+            for tp, records in batch.items():
+                last[tp.partition] = max(last[tp.partition], records[-1].offset + 1)
+        return {tp.partition: (listed[tp], last[tp.partition]) for tp in partitions}
+    finally:
+        consumer.close()
+
+
+def distinct_by_event_id(parsed: list) -> dict:
+    """Parsed events by event id: at-least-once delivery may repeat an id, which consumers deduplicate."""
+    return {str(event.event_id): event for event in parsed}
