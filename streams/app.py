@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from datetime import datetime, timedelta
 
 import faust
@@ -34,6 +33,7 @@ from carepulse.broker import ensure_topics
 from carepulse.settings import Settings
 from indicators import escalation, news2, quality
 from streams import alerts
+from streams.clocks import InputProgress, PartitionClocks
 from streams.location import IndicatorBoard, LocationStore, TooLate
 from streams.resident import Output, ResidentProcessor, ResidentState
 
@@ -119,7 +119,7 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
     processor = ResidentProcessor(rules, settings.worker_id)
     # The agent and the timer both read-modify-write resident state around awaited sends.
     state_lock = asyncio.Lock()
-    clocks = _PartitionClocks()
+    clocks = PartitionClocks()
 
     async def send(results: list[Output]) -> None:
         for output in results:
@@ -140,7 +140,8 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
     @app.agent(inputs, name="residents")
     async def residents(stream: faust.StreamT) -> None:
         async for message in stream.events():
-            topic = message.message.topic
+            topic, partition = message.message.topic, message.message.partition
+            clocks.processed(topic, partition, message.message.offset)
             try:
                 event = parse_keyed_event(topic, message.value, message.key)
             except ValueError as exc:
@@ -149,7 +150,7 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
             metrics.WORKER.observe_event_in(topic, event.occurred_at, events.utc_now())
             key = event.resident_id.encode()
             # Before handling: the timer must never judge this event's resident on a clock that has not seen it.
-            clocks.saw(topic, message.message.partition, event.occurred_at)
+            clocks.saw(topic, partition, event.occurred_at)
             async with state_lock:
                 state = ResidentState.from_json(resident_states[key])
                 try:
@@ -162,13 +163,19 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
 
     @app.timer(interval=TICK_INTERVAL_S)
     async def judge_deadlines() -> None:
+        if app.rebalancing or app.in_recovery:
+            return  # state and clocks are being handed over: judge once this worker knows what it owns
         now = events.utc_now()
-        active = {tp.partition for tp in app.consumer.assignment() if tp.topic == topics.READINGS.name}
-        judged_at = {partition: clocks.judgement(partition, now, rules) for partition in active}
+        assignment = app.consumer.assignment()
+        active = {tp.partition for tp in assignment if tp.topic == topics.READINGS.name}
+        clocks.keep_only(active)
+        progress = await _input_progress(app, clocks, assignment)
+        judged_at = {partition: clocks.judgement(partition, now, rules, progress.get(partition, {}))
+                     for partition in active}
         for key in list(resident_states.keys()):
             partition = partition_of(key, settings.topic_partitions)
-            if partition not in active:
-                continue  # another worker owns this resident now
+            if partition not in active or judged_at[partition] is None:
+                continue  # another worker owns this resident now, or its inputs are not read far enough
             async with state_lock:
                 state, results = processor.tick(ResidentState.from_json(resident_states[key]), judged_at[partition], now)
                 if results:
@@ -254,37 +261,23 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
         metrics.WORKER.set_consumer_lag(lags, topics_consumed={tp.topic for tp in app.consumer.assignment()})
 
 
-class _PartitionClocks:
-    """Event time per input partition, for judging deadlines.
-
-    Each input topic-partition's clock is the latest event time processed from it. A partition's event time
-    is the slowest of its inputs that are still flowing: Faust does not interleave its input topics by
-    timestamp, so when one topic's backlog is read ahead of another's, the one behind must hold time back
-    (else a replay would expire another resident's window early). An input idle for `idle_after_s` stops
-    holding time back; when every input of the partition is idle, the wall clock moves time on
-    (`escalation.judgement_clock`).
-    """
-
-    def __init__(self) -> None:
-        self._stream_time: dict[tuple[str, int], datetime] = {}
-        self._last_event_monotonic: dict[tuple[str, int], float] = {}
-
-    def saw(self, topic: str, partition: int, occurred_at: datetime) -> None:
-        current = self._stream_time.get((topic, partition))
-        self._stream_time[(topic, partition)] = occurred_at if current is None else max(current, occurred_at)
-        self._last_event_monotonic[(topic, partition)] = time.monotonic()
-
-    def judgement(self, partition: int, now: datetime, rules: escalation.EscalationRules) -> datetime | None:
-        inputs = [
-            (stream_time, time.monotonic() - self._last_event_monotonic[key])
-            for key, stream_time in self._stream_time.items()
-            if key[1] == partition
-        ]
-        flowing = [stream_time for stream_time, idle_for_s in inputs if idle_for_s < rules.idle_after_s]
-        if flowing:
-            return escalation.judgement_clock(min(flowing), now, 0.0, rules)
-        latest = max((stream_time for stream_time, _ in inputs), default=None)
-        return escalation.judgement_clock(latest, now, float("inf"), rules)
+async def _input_progress(app: faust.App, clocks: PartitionClocks, assignment: set
+                          ) -> dict[int, dict[str, InputProgress]]:
+    """Per partition, how far each of the resident agent's inputs has been read (see `streams.clocks`)."""
+    inputs = {spec.name for spec in RESIDENT_INPUTS}
+    progress: dict[int, dict[str, InputProgress]] = {}
+    for tp in assignment:
+        if tp.topic not in inputs:
+            continue
+        next_offset = clocks.next_offset(tp.topic, tp.partition)
+        try:
+            if next_offset is None:
+                next_offset = await app.consumer.position(tp)
+            highwater = app.consumer.highwater(tp)
+        except Exception:  # noqa: BLE001 - revoked meanwhile: unknown progress, so not read to its end
+            next_offset = highwater = None
+        progress.setdefault(tp.partition, {})[tp.topic] = InputProgress(next_offset, highwater)
+    return progress
 
 
 def partition_of(key: bytes, partitions: int) -> int:
