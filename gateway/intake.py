@@ -62,6 +62,9 @@ _Verification = _as_in(events.VisitCheckIn, "verification")
 _TaskOutcomes = _as_in(events.VisitCheckOut, "task_outcomes")
 _Action = _as_in(events.EscalationAcknowledgement, "action")
 _ReviewOutcome = _as_in(events.ClinicalReview, "outcome")
+_Reader = _as_in(events.UrinalysisResult, "reader")
+_DipstickGrade = _as_in(events.UrinalysisResult, "leukocytes")
+_Nitrites = _as_in(events.UrinalysisResult, "nitrites")
 
 
 class Entry(BaseModel):
@@ -157,6 +160,23 @@ class AcknowledgementEntry(Entry):
 class ClinicalReviewEntry(Entry):
     reviewed_by: events.Identifier
     outcome: _ReviewOutcome
+
+
+class UrinalysisEntry(Entry):
+    """A urine dipstick read by a smartphone reader or by eye (issue 11's pathway for amber NEWS2 episodes).
+    Not a UTI diagnosis: NICE and UKHSA advise against dipstick diagnosis of UTI over 65 (cqc_domain.md §2.2
+    row 13, [U3])."""
+
+    occurred_at: AwareDatetime = Field(description="When the test was read (with a UTC offset).")
+    recorded_by: events.Identifier
+    reader: _Reader
+    leukocytes: _DipstickGrade
+    nitrites: _Nitrites
+    blood: _DipstickGrade
+    protein: _DipstickGrade
+    episode_id: uuid.UUID | None = Field(
+        default=None, description="The escalation episode whose recommendation it answers; omitted: the "
+                                  "resident's open recommendations.")
 
 
 # -- what the gateway answers ------------------------------------------------------------------------
@@ -332,6 +352,17 @@ def record_clinical_review(entry: ClinicalReviewEntry, resident: ResidentHere, t
                            intake: IntakeDep) -> Accepted:
     """A clinical review of the resident; it resolves their open escalation episode."""
     return _record(intake, tablet, entry, events.ClinicalReview, topics.CLINICAL_ACTIONS,
+                   resident_id=resident)
+
+
+@residents.post("/urinalysis", status_code=202)
+def record_urinalysis(entry: UrinalysisEntry, resident: ResidentHere, tablet: TabletDep,
+                      intake: IntakeDep) -> Accepted:
+    """A urinalysis result (leukocytes, nitrites, blood, protein; the reader used; when it was read). It
+    answers the resident's "urinalysis recommended" action when the pathway is on, and counts toward the
+    urinalysis timeliness indicator either way. Not a UTI diagnosis: dipstick diagnosis is not recommended
+    over 65 (NICE/UKHSA)."""
+    return _record(intake, tablet, entry, events.UrinalysisResult, topics.CLINICAL_ACTIONS,
                    resident_id=resident)
 
 

@@ -5,6 +5,8 @@
 - the BLE central on the controller named by ``ble_transport``;
 - the tablet intake, served by uvicorn in this loop (access log off: URL paths carry resident ids);
 - with ``--simulate``, the emulated care home on the virtual link and `HomeSimulator` driving it;
+- a check of the buffer every few seconds (`Publisher.record_buffer`: its gauges and its level alarm), also
+  while nothing arrives;
 - the Prometheus endpoint ``/metrics`` (`carepulse.metrics.GATEWAY`) on ``metrics_host:gateway_metrics_port``
   (0: none). It is optional: if it cannot listen, that is logged and the gateway runs on without it.
 
@@ -20,9 +22,11 @@ import contextlib
 import logging
 import signal
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from bumble.link import LocalLink
@@ -42,32 +46,12 @@ from gateway.simulator import HomeSimulator
 
 log = logging.getLogger(__name__)
 
-#: Share of `gateway_buffer_max_bytes` above which the gateway warns: at the limit new readings are refused.
-BUFFER_WARNING_FRACTION = 0.9
-#: How often the buffer size is checked against that share.
+#: How often the buffer's gauges and level are refreshed when no input or sending round does it.
 BUFFER_CHECK_INTERVAL_S = 5.0
 #: How long the publisher may keep sending at stop; the rest stays buffered for the next start.
 DRAIN_TIMEOUT_S = 5.0
 #: The demo tablet provisioned with --simulate; its token lives only in this process's memory.
 DEMO_TABLET = "tablet-demo"
-
-
-class BufferAlarm:
-    """Decides when to warn that the buffer is nearly full: once per crossing of the threshold, not on every
-    check, so a long outage gives one warning (and one all-clear) rather than a line every few seconds."""
-
-    def __init__(self, max_bytes: int, fraction: float = BUFFER_WARNING_FRACTION) -> None:
-        self.threshold_bytes = max_bytes * fraction
-        self.raised = False
-
-    def check(self, size_bytes: int) -> bool | None:
-        """True when `size_bytes` has just passed the threshold, False when it has just fallen back below it,
-        None when nothing changed."""
-        above = size_bytes > self.threshold_bytes
-        if above == self.raised:
-            return None
-        self.raised = above
-        return above
 
 
 class _EmbeddedServer(uvicorn.Server):
@@ -104,8 +88,12 @@ async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: 
     metrics.set_gateway_id(settings.gateway_id)
     metrics.last_event.set(time.time())  # "no event since" counts from the start, not from 1970
     gateway_dir = settings.data_dir / "gateway"
-    registry = Registry(gateway_dir / "registry.sqlite")
-    buffer = DurableBuffer(gateway_dir / "buffer.sqlite", settings.gateway_buffer_max_bytes)
+    try:
+        registry, buffer = _open_storage(gateway_dir, settings.gateway_buffer_max_bytes)
+    except (sqlite3.Error, OSError) as error:  # e.g. a disk so full that SQLite cannot create its files
+        log.error("the gateway cannot open its registry and buffer under %s (%s); free disk space there or "
+                  "set CAREPULSE_DATA_DIR", gateway_dir, error)
+        return 1
     publisher = Publisher(settings.bootstrap, buffer, client_id=settings.gateway_id, metrics=metrics).start()
     async with contextlib.AsyncExitStack() as stack:
         # Callbacks run in reverse: the publisher drains last, after every producer of events has stopped,
@@ -150,7 +138,7 @@ async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: 
                  settings.gateway_id, settings.gateway_host, settings.gateway_port, settings.ble_transport,
                  buffer.path)
 
-        watching = asyncio.create_task(_watch_buffer(buffer, publisher, stopping))
+        watching = asyncio.create_task(_watch_buffer(publisher, stopping))
         stack.push_async_callback(_cancel, watching)
         if simulate:
             simulator = await _start_simulation(settings, registry, transport.link, observation_interval_s,
@@ -162,6 +150,15 @@ async def _serve(settings: Settings, *, simulate: bool, observation_interval_s: 
         log.info("gateway stopping: draining the buffer for up to %.0f s "
                  "(the rest is kept for the next start)", DRAIN_TIMEOUT_S)
     return 0
+
+
+def _open_storage(gateway_dir: Path, buffer_max_bytes: int) -> tuple[Registry, DurableBuffer]:
+    registry = Registry(gateway_dir / "registry.sqlite")
+    try:
+        return registry, DurableBuffer(gateway_dir / "buffer.sqlite", buffer_max_bytes)
+    except BaseException:
+        registry.close()
+        raise
 
 
 async def _start_simulation(settings: Settings, registry: Registry, link: LocalLink | None,
@@ -218,19 +215,12 @@ async def _stop_server(server: uvicorn.Server, serving: asyncio.Task[None]) -> N
         await serving
 
 
-async def _watch_buffer(buffer: DurableBuffer, publisher: Publisher, stopping: asyncio.Event) -> None:
-    alarm = BufferAlarm(buffer.max_bytes)
+async def _watch_buffer(publisher: Publisher, stopping: asyncio.Event) -> None:
     while not stopping.is_set():
-        # Also between sending rounds: the oldest message ages while the broker is unreachable, and the
-        # producer may spend its whole bootstrap timeout before a round fails.
+        # Also between sending rounds and inputs: the oldest message ages while the broker is unreachable, the
+        # producer may spend its whole bootstrap timeout before a round fails, and another program may fill the
+        # disk while nothing arrives.
         publisher.record_buffer()
-        change = alarm.check(buffer.size_bytes())
-        if change is True:
-            log.warning("gateway buffer is over %.0f %% of its %d-byte limit (%d bytes, %d messages): the "
-                        "broker has not taken events for a while; at the limit new readings are refused",
-                        BUFFER_WARNING_FRACTION * 100, buffer.max_bytes, buffer.size_bytes(), buffer.depth())
-        elif change is False:
-            log.info("gateway buffer is back under %.0f %% of its limit", BUFFER_WARNING_FRACTION * 100)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), BUFFER_CHECK_INTERVAL_S)
 

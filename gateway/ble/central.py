@@ -40,6 +40,16 @@ scale.
   back-off. The back-off starts at `reconnect_backoff_s` and doubles after each failed session, up to
   `reconnect_backoff_max_s`. A session that managed to subscribe resets it.
 
+Buffer refusals (hazard H-22): every event the central publishes is `Priority.DEVICE`. Nobody sends a
+device reading again: ble_health.md does not describe a device keeping what a gateway did not store (it
+only names a PLX "spot-check storage" feature bit [PLXF] and a "data from measurement storage" status bit
+[XML-PLXS], §7), so the central cannot count on the device. The buffer keeps a reserve for these readings
+and refuses tablet entries first. If it refuses a device reading all the same (reserve used up, disk full),
+the reading is lost, and loudly: a CRITICAL log line with the device, the characteristic and the bytes
+(enough to recover it by hand), `readings_lost`, and ``carepulse_gateway_buffer_rejected_total``. An
+indication is still confirmed: leaving it unconfirmed would stall the device's link without any source
+saying the device would keep the value.
+
 Errors: the central never lets an input stop it. A value or frame that cannot be handled (a
 `DecodeError`, a reading from a device with no resident, any other exception) becomes a `DeadLetter`
 with ``stage="gateway.ble"`` on DEAD_LETTERS. The dead letter keeps the reason, ``original_topic`` as
@@ -47,8 +57,8 @@ with ``stage="gateway.ble"`` on DEAD_LETTERS. The dead letter keeps the reason, 
 
 The counters are plain attributes: `devices_seen` (registered devices heard), `devices_connected`
 (GATT sessions open now), `readings_published`, `care_events_published`, `dead_letters`,
-`replays_rejected`, `downgrades_rejected`, and `unregistered_ignored` (advertisements from unregistered
-addresses). The same facts are recorded on `metrics` (`carepulse.metrics.GatewayMetrics`, the process-wide
+`replays_rejected`, `downgrades_rejected`, `unregistered_ignored` (advertisements from unregistered
+addresses), and `readings_lost` (values and frames the buffer refused, see above). The same facts are recorded on `metrics` (`carepulse.metrics.GatewayMetrics`, the process-wide
 `GATEWAY` unless one is passed): ``carepulse_gateway_ble_devices_seen``/``_connected``,
 ``carepulse_gateway_ble_rejected_total{reason="replay"|"downgrade"|"unregistered"}`` and
 ``carepulse_dead_letters_total{stage="gateway.ble"}`` by reason category. Readings and care events are
@@ -76,6 +86,7 @@ from carepulse.metrics import GATEWAY, GatewayMetrics
 from carepulse.topics import CARE_EVENTS, DEAD_LETTERS, READINGS, TopicSpec
 from gateway import codecs
 from gateway.ble import blood_pressure, bthome, health_thermometer, heart_rate, pulse_oximeter, weight_scale
+from gateway.buffer import BufferFull, Priority
 from gateway.registry import Device as RegisteredDevice
 from gateway.registry import Registry
 
@@ -93,9 +104,10 @@ _SECURITY_ERRORS = (att.ErrorCode.INSUFFICIENT_ENCRYPTION, att.ErrorCode.INSUFFI
 
 
 class EventSink(Protocol):
-    """Where events go. `gateway.publisher.Publisher` is one: it buffers durably before returning."""
+    """Where events go. `gateway.publisher.Publisher` is one: it buffers durably before returning, or raises
+    `gateway.buffer.BufferFull`."""
 
-    def publish(self, spec: TopicSpec, key: str | None, event: events.Event) -> object: ...
+    def publish(self, spec: TopicSpec, key: str | None, event: events.Event, *, priority: Priority) -> object: ...
 
 
 def _stopping() -> bool:
@@ -180,6 +192,7 @@ class BleCentral:
         self.replays_rejected = 0
         self.downgrades_rejected = 0
         self.unregistered_ignored = 0
+        self.readings_lost = 0
 
         self._seen: set[str] = set()
         self._last_frame: dict[str, bytes] = {}
@@ -250,6 +263,8 @@ class BleCentral:
         received_at = self.now()
         try:
             self._publish_bthome(record, frame, received_at)
+        except BufferFull as error:
+            self._lost(record, bthome.SERVICE_DATA_UUID, frame, error)
         except Exception as error:
             self._dead_letter(record, bthome.SERVICE_DATA_UUID, frame, error, received_at)
 
@@ -294,11 +309,11 @@ class BleCentral:
             self.sink.publish(READINGS, record.resident_id, events.DeviceReading(
                 event_id=events.derived_event_id("ble.bthome", frame_id), resident_id=record.resident_id,
                 characteristic="bthome", values=bthome.reading_values(decoded), **envelope,
-            ))
+            ), priority=Priority.DEVICE)
             self.readings_published += 1
 
     def _publish_care_event(self, event: events.CallBell | events.Fall) -> None:
-        self.sink.publish(CARE_EVENTS, event.location_id, event)
+        self.sink.publish(CARE_EVENTS, event.location_id, event, priority=Priority.DEVICE)
         self.care_events_published += 1
 
     def _record_devices(self) -> None:
@@ -408,6 +423,8 @@ class BleCentral:
             received_at = self.now()
             try:
                 self._publish_reading(record, uuid16, bytes(value), received_at)
+            except BufferFull as error:
+                self._lost(record, uuid16, bytes(value), error)
             except Exception as error:
                 self._dead_letter(record, uuid16, bytes(value), error, received_at)
         return on_value
@@ -433,7 +450,7 @@ class BleCentral:
             characteristic=decoded["characteristic"],
             values=reading_values(decoded),
         )
-        self.sink.publish(READINGS, record.resident_id, reading)
+        self.sink.publish(READINGS, record.resident_id, reading, priority=Priority.DEVICE)
         self.readings_published += 1
 
     # -- dead letters ----------------------------------------------------------------------------
@@ -461,10 +478,16 @@ class BleCentral:
                 original_topic=f"ble:0x{uuid16:04X}",
                 original_key=record.address,
                 original_payload=payload.hex(),
-            ))
+            ), priority=Priority.DEVICE)
             self.dead_letters += 1
             self.metrics.dead_letter(STAGE, error)
-        except Exception:
-            # Nothing more can be done here (e.g. the buffer is full). The log line is the record.
-            log.exception("could not dead-letter value 0x%04X from %s (payload %s)", uuid16, record.address,
-                          payload.hex())
+        except Exception as failure:  # BufferFull, or a bug: the value is lost either way
+            self._lost(record, uuid16, payload, failure)
+
+    def _lost(self, record: RegisteredDevice, uuid16: int, payload: bytes, cause: Exception) -> None:
+        """A device's value or frame that could not be stored: nobody sends it again, so this log line is its
+        record. A refusal by the buffer is expected at its limits; anything else is a bug and gets a traceback."""
+        self.readings_lost += 1
+        log.critical("LOST value 0x%04X from %s %s, bytes %s: %s. The device will not send it again; this line "
+                     "is its only record", uuid16, record.kind, record.address, payload.hex(), cause,
+                     exc_info=not isinstance(cause, BufferFull))

@@ -18,13 +18,14 @@ by its exact bytes (the publisher sends the stored value unchanged).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +71,9 @@ class TcpProxy:
         return self
 
     def restore(self) -> None:
-        self._call(self._listen())
+        """Listen again; nothing to do if it is listening (so a test's clean-up may always call it)."""
+        if self._server is None:
+            self._call(self._listen())
 
     def cut(self) -> None:
         self._call(self._cut())
@@ -130,6 +133,13 @@ class ProxiedBroker:
 @pytest.fixture(scope="module")
 def proxied_broker(tmp_path_factory: pytest.TempPathFactory):
     """A Tansu broker listening on one port and advertising the proxy's, reachable only through the proxy."""
+    with running_proxied_broker(tmp_path_factory.mktemp("proxied-broker")) as broker:
+        yield broker
+
+
+@contextlib.contextmanager
+def running_proxied_broker(log_dir: Path) -> Iterator[ProxiedBroker]:
+    """The `proxied_broker` fixture's broker and proxy, for other test modules' fixtures."""
     broker_port, proxy_port = free_port(), free_port()
     proxy = TcpProxy(proxy_port, broker_port).start()
     process = spawn(
@@ -137,7 +147,7 @@ def proxied_broker(tmp_path_factory: pytest.TempPathFactory):
          "--listener-url", f"tcp://{LOOPBACK}:{broker_port}",
          "--advertised-listener-url", f"tcp://{LOOPBACK}:{proxy_port}",
          "--storage-engine", "memory://tansu/"],
-        log_path=tmp_path_factory.mktemp("proxied-broker") / "broker.log",
+        log_path=log_dir / "broker.log",
         parent_death_signal=signal.SIGINT,
     )
     try:

@@ -84,11 +84,14 @@ ENDPOINTS: dict[str, dict[str, Any]] = {
     "/v1/residents/{r}/escalations/acknowledge": {"acknowledged_by": "nurse-1", "action": "GP called",
                                                   "episode_id": str(uuid.UUID(int=7))},
     "/v1/residents/{r}/clinical-reviews": {"reviewed_by": "gp-1", "outcome": "GP visited"},
+    "/v1/residents/{r}/urinalysis": {"occurred_at": "2026-11-23T08:40:00+00:00", "recorded_by": "nurse-1",
+                                     "reader": "smartphone_reader", "leukocytes": "trace", "nitrites": "negative",
+                                     "blood": "negative", "protein": "+", "episode_id": str(uuid.UUID(int=7))},
     "/v1/call-bells/{v}/answer": {"answered_by": "carer-7", "priority": "emergency", "call_type": "pendant",
                                   "resident_id": HERE},
 }
 EXTRA_FIELDS = ["event_id", "occurred_at", "note", "resident_id", "location_id", "received_at", "source",
-                "__proto__", "", "respiration_rate", "harm", "confirmed"]
+                "__proto__", "", "respiration_rate", "harm", "confirmed", "leukocytes", "episode_id"]
 
 json_scalars = (st.none() | st.booleans() | st.integers() | st.integers(-(2**70), 2**70)
                 | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40))

@@ -3,6 +3,7 @@ and reconnects. Each test compares whole events."""
 
 from __future__ import annotations
 
+import json
 import secrets
 
 import pytest
@@ -14,9 +15,20 @@ from gateway.ble.blood_pressure import BloodPressureCuff
 from gateway.ble.bthome import CallBell, FallPendant, SmartCup
 from gateway.ble.central import reading_values
 from gateway.ble.pulse_oximeter import PulseOximeter
+from gateway.buffer import BufferFull, DurableBuffer
 from gateway.codecs import DecodeError, decode, encode_bthome
+from gateway.publisher import Publisher
 from tests.factories import T0
-from tests.gateway.test_ble_devices import GATEWAY, LOCATION, RESIDENT, eventually, run, virtual_gateway
+from tests.gateway.test_ble_devices import (
+    DEVICE_TIME,
+    GATEWAY,
+    LOCATION,
+    RESIDENT,
+    eventually,
+    run,
+    virtual_gateway,
+)
+from tests.kafka_helpers import free_port
 
 
 def _source(address: str) -> events.Source:
@@ -257,6 +269,43 @@ def test_a_reading_from_a_device_without_a_resident_is_dead_lettered(tmp_path):
             assert metrics.value("carepulse_dead_letters_total", stage="gateway.ble", reason="unregistered") == 1
 
     run(scenario)
+
+
+def test_device_readings_use_the_reserve_tablets_are_refused_and_a_reading_beyond_it_is_logged_as_lost(
+        tmp_path, caplog):
+    """Hazard H-22, against a real buffer: tablet entries are refused at the reserve, device readings fill it,
+    and one refused beyond it is logged CRITICAL with its bytes and counted, not dropped silently."""
+    metrics = GatewayMetrics()
+    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=2000, reserve_bytes=1000)
+    publisher = Publisher(f"127.0.0.1:{free_port()}", buffer, metrics=metrics)  # not started: nothing leaves
+    tablet_entries = 0
+    with pytest.raises(BufferFull, match="the last 1000 bytes are kept for device readings"):
+        while True:
+            publisher.publish_raw("readings", b"res-tablet", b"t" * 100)  # a tablet entry (Priority.RETRIED)
+            tablet_entries += 1
+    assert (tablet_entries, buffer.size_bytes()) == (10, 1000)
+
+    async def scenario() -> list[bytes]:
+        async with virtual_gateway(tmp_path, sink=publisher, metrics=metrics) as gateway:
+            oximeter = PulseOximeter(gateway.link, gateway.provision("pulse_oximeter"))
+            await gateway.start(oximeter)
+            # Each measure() returns once the gateway confirmed the indication, stored or not.
+            return [await oximeter.measure(90 + i, 70, timestamp=DEVICE_TIME) for i in range(4)]
+
+    payloads = run(scenario)
+    stored = [json.loads(row.value) for row in buffer.pending(100)[tablet_entries:]]
+    reading_bytes = len(buffer.pending(100)[tablet_entries].value)
+    fit = 1000 // reading_bytes
+    assert fit >= 1 and len(stored) == fit  # the reserve holds whole readings, as many as fit
+    assert [reading["values"]["spo2_pct"] for reading in stored] == [90.0 + i for i in range(fit)]
+    lost = payloads[fit:]
+    critical = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert len(critical) == len(lost) == 4 - fit
+    for line, payload in zip(critical, lost):
+        assert "LOST value 0x2A5E from pulse_oximeter" in line and f"bytes {payload.hex()}" in line
+        assert "is full (" in line and "The device will not send it again" in line
+    assert metrics.value("carepulse_gateway_buffer_rejected_total") == 1 + len(lost)  # the tablet's, the lost
+    assert metrics.value("carepulse_gateway_events_in_total", topic="readings") == tablet_entries + fit
 
 
 def test_a_device_that_requires_pairing_is_paired_bonded_and_encrypted_with_the_bond_on_reconnect(tmp_path):

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from bumble.hci import Address
@@ -30,6 +30,7 @@ from gateway.ble.heart_rate import HeartRateStrap
 from gateway.ble.pulse_oximeter import PulseOximeter
 from gateway.ble.transport import open_controller_transport
 from gateway.ble.weight_scale import WeightScale
+from gateway.buffer import Priority
 from gateway.registry import Registry
 from tests.factories import T0
 
@@ -37,17 +38,20 @@ RESIDENT = "res-ble-1"
 LOCATION = "loc-ble"
 GATEWAY = "gw-test"
 DEVICE_TIME = "2026-11-23T09:00:00"  # naive device-local time (ble_health.md §4)
+T = TypeVar("T")
 
 
 # -- helpers shared with test_ble_central and the e2e test ---------------------------------------------
 @dataclass
 class RecordingSink:
-    """An `EventSink` that keeps what was published, in order."""
+    """An `EventSink` that keeps what was published, in order, and the priority each was published at."""
 
     published: list[tuple[str, str | None, events.Event]] = field(default_factory=list)
+    priorities: set[Priority] = field(default_factory=set)
 
-    def publish(self, spec: TopicSpec, key: str | None, event: events.Event) -> None:
+    def publish(self, spec: TopicSpec, key: str | None, event: events.Event, *, priority: Priority) -> None:
         self.published.append((spec.name, key, event))
+        self.priorities.add(priority)
 
     def on(self, topic: str) -> list[tuple[str | None, events.Event]]:
         return [(key, event) for name, key, event in self.published if name == topic]
@@ -58,7 +62,7 @@ class VirtualGateway:
     link: LocalLink
     registry: Registry
     central: BleCentral
-    sink: RecordingSink
+    sink: Any  # a RecordingSink unless the test gave its own EventSink
     devices: contextlib.AsyncExitStack
 
     def provision(self, kind: str, *, resident_id: str | None = RESIDENT, key: bytes | None = None) -> str:
@@ -73,11 +77,12 @@ class VirtualGateway:
 
 
 @contextlib.asynccontextmanager
-async def virtual_gateway(tmp_path: Path, **central_options: Any) -> AsyncIterator[VirtualGateway]:
-    """A started central on a fresh virtual link, with `RESIDENT` registered; devices are closed on exit."""
+async def virtual_gateway(tmp_path: Path, sink: Any = None, **central_options: Any) -> AsyncIterator[VirtualGateway]:
+    """A started central on a fresh virtual link, with `RESIDENT` registered; devices are closed on exit.
+    The central publishes to `sink`, a `RecordingSink` unless another `EventSink` is given."""
     registry = Registry(tmp_path / f"registry-{uuid.uuid4().hex}.sqlite")
     registry.add_resident(RESIDENT, LOCATION)
-    sink = RecordingSink()
+    sink = RecordingSink() if sink is None else sink
     options = {"now": lambda: T0, "reconnect_backoff_s": 0.05, **central_options}
     async with await open_controller_transport("virtual") as radio:
         central = BleCentral(radio.device, registry, sink, gateway_id=GATEWAY, **options)
@@ -98,8 +103,8 @@ async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> N
         await asyncio.sleep(0.01)
 
 
-def run(scenario: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(asyncio.wait_for(scenario(), timeout=20))
+def run(scenario: Callable[[], Awaitable[T]]) -> T:
+    return asyncio.run(asyncio.wait_for(scenario(), timeout=20))
 
 
 # -- each device --------------------------------------------------------------------------------------
@@ -191,6 +196,7 @@ def test_central_subscribes_receives_and_decodes_each_device(
                 characteristic=characteristic,
                 values=values,
             ))]
+            assert gateway.sink.priorities == {Priority.DEVICE}  # it may use the buffer's reserve (H-22)
             assert (gateway.central.devices_connected, gateway.central.readings_published) == (1, 1)
 
     run(scenario)

@@ -28,6 +28,8 @@ EPISODE_ID = uuid.UUID("7d3e1c52-8a2b-4f0e-b1a9-5c6d7e8f9a02")
 UNAUTHORISED = {"error": "missing or invalid tablet token"}
 OBSERVATION = {"occurred_at": "2026-11-23T08:50:00+00:00", "recorded_by": "carer-7", "respiration_rate": 18,
                "consciousness": "A", "on_oxygen": False}
+URINALYSIS = {"occurred_at": "2026-11-23T08:40:00+00:00", "recorded_by": "nurse-2", "reader": "smartphone_reader",
+              "leukocytes": "++", "nitrites": "positive", "blood": "trace", "protein": "negative"}
 
 
 @pytest.fixture
@@ -115,9 +117,21 @@ ACCEPTED = [
         events.ClinicalReview(**_envelope(), resident_id="res-1", reviewed_by="gp-1",
                               outcome="antibiotics started"),
         topics.CLINICAL_ACTIONS, "res-1", id="clinical-review"),
+    pytest.param(
+        "/v1/residents/res-1/urinalysis", {**URINALYSIS, "episode_id": str(EPISODE_ID)},
+        events.UrinalysisResult(**_envelope(NOW - timedelta(minutes=20)), resident_id="res-1",
+                                recorded_by="nurse-2", reader="smartphone_reader", leukocytes="++",
+                                nitrites="positive", blood="trace", protein="negative", episode_id=EPISODE_ID),
+        topics.CLINICAL_ACTIONS, "res-1", id="urinalysis"),
+    pytest.param(
+        "/v1/residents/res-1/urinalysis", {**URINALYSIS, "reader": "visual", "nitrites": "negative"},
+        events.UrinalysisResult(**_envelope(NOW - timedelta(minutes=20)), resident_id="res-1",
+                                recorded_by="nurse-2", reader="visual", leukocytes="++", nitrites="negative",
+                                blood="trace", protein="negative"),
+        topics.CLINICAL_ACTIONS, "res-1", id="urinalysis-read-by-eye-for-the-open-recommendation"),
 ]
-RESIDENT_PATHS = [param.values[0] for param in ACCEPTED if param.values[0].startswith("/v1/residents/")]
-ENTRY_PATHS = [param.values[0] for param in ACCEPTED]
+RESIDENT_PATHS = sorted({param.values[0] for param in ACCEPTED if param.values[0].startswith("/v1/residents/")})
+ENTRY_PATHS = sorted({param.values[0] for param in ACCEPTED})
 
 
 def _buffered(buffer):
@@ -253,6 +267,19 @@ def _invalid(*details):
         _invalid(("call_id", "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$'"),
                  ("priority", "Input should be 'routine' or 'emergency'")),
         id="call-bell"),
+    pytest.param(
+        "/v1/residents/res-1/urinalysis",
+        {**URINALYSIS, "leukocytes": "++++", "nitrites": "+", "blood": None, "episode_id": "episode-1"},
+        _invalid(("leukocytes", "Input should be 'negative', 'trace', '+', '++' or '+++'"),
+                 ("nitrites", "Input should be 'negative' or 'positive'"),
+                 ("blood", "Input should be 'negative', 'trace', '+', '++' or '+++'"),
+                 ("episode_id", "Input should be a valid UUID, invalid character: found `p` at 1")),
+        id="urinalysis-grades"),
+    pytest.param(
+        "/v1/residents/res-1/urinalysis",
+        {key: value for key, value in URINALYSIS.items() if key not in ("occurred_at", "reader", "protein")},
+        _invalid(("occurred_at", "Field required"), ("reader", "Field required"), ("protein", "Field required")),
+        id="urinalysis-needs-its-time-reader-and-every-grade"),
 ])
 def test_an_invalid_entry_is_refused_field_by_field(client, buffer, path, body, expected):
     response = client.post(path, json=body)
@@ -317,8 +344,8 @@ def test_a_full_buffer_refuses_the_entry_with_its_reason(registry, token, tmp_pa
     with _client(registry, full, token) as client:
         response = client.post("/v1/residents/res-1/observations", json=OBSERVATION)
     assert (response.status_code, response.json()) == (507, {
-        "error": f"gateway buffer {full.path} is full (0 of 100 bytes): the broker has been unreachable too "
-                 "long or the disk limit is too small"})
+        "error": f"gateway buffer {full.path} is full (0 of 100 bytes; the last 10 bytes are kept for device "
+                 "readings): the broker has been unreachable too long or the disk limit is too small"})
     assert full.depth() == 0
 
 
@@ -373,6 +400,7 @@ def test_the_openapi_document_lists_every_endpoint_with_its_auth_and_errors(clie
         "/v1/residents/{resident_id}/visits/{visit_id}/check-out": ["post"],
         "/v1/residents/{resident_id}/escalations/acknowledge": ["post"],
         "/v1/residents/{resident_id}/clinical-reviews": ["post"],
+        "/v1/residents/{resident_id}/urinalysis": ["post"],
         "/v1/call-bells/{call_id}/answer": ["post"],
     }
     assert document["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import time
 
 import pytest
 
 from carepulse import events, topics
 from carepulse.metrics import GatewayMetrics
-from gateway.buffer import BufferFull, DurableBuffer
-from gateway.publisher import Publisher
+from gateway.buffer import BufferFull, BufferLevel, DurableBuffer, Priority
+from gateway.publisher import BUFFER_LEVEL_MESSAGES, BufferAlarm, Publisher
 from tests.factories import observation_set, unique_resident
 from tests.kafka_helpers import free_port, parse_all, read_topic
 
@@ -61,7 +62,7 @@ def test_buffer_written_while_broker_unreachable_is_replayed_by_the_next_gateway
 def test_full_buffer_refuses_new_messages_with_a_reason(tmp_path):
     buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=100)
     buffer.append("observation-sets", b"k", b"x" * 60)
-    with pytest.raises(BufferFull, match="is full \\(60 of 100 bytes\\)"):
+    with pytest.raises(BufferFull, match="is full \\(60 of 100 bytes; the last 10 bytes are kept for device"):
         buffer.append("observation-sets", b"k", b"y" * 60)
     assert buffer.depth() == 1
     assert buffer.size_bytes() == 60
@@ -104,7 +105,7 @@ def test_metrics_show_the_backlog_while_the_broker_is_unreachable_and_count_refu
     size = len(events.to_json(sets[0]))
     assert {len(events.to_json(e)) for e in sets} == {size}
     metrics = GatewayMetrics()
-    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=5 * size)
+    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=5 * size, reserve_bytes=0)
     for event in sets[:4]:  # left by the last run, a minute ago
         buffer.append(topics.OBSERVATION_SETS.name, None, events.to_json(event), now=time.time() - 60)
     # Not started: the broker is unreachable, so nothing leaves the buffer anyway.
@@ -135,3 +136,53 @@ def test_the_buffer_state_survives_a_reopen(tmp_path):
     assert (reopened.depth(), reopened.size_bytes(), reopened.oldest_age_s(now=160.0)) == (1, 20, 10.0)
     reopened.ack([reopened.pending(1)[0].seq, 999])  # an unknown seq changes nothing
     assert (reopened.depth(), reopened.size_bytes(), reopened.oldest_age_s()) == (0, 0, 0.0)
+
+
+# -- the buffer's level alarm -----------------------------------------------------------------------------
+N, F, T, D = (BufferLevel.NORMAL, BufferLevel.FILLING, BufferLevel.RETRIED_REFUSED,
+              BufferLevel.DEVICE_REFUSED)
+
+
+@pytest.mark.parametrize(
+    ("levels", "expected"),
+    [
+        ([N, N], [None, None]),
+        ([F, F, T, T, D, D], [F, None, T, None, D, None]),  # one line per change, not per check
+        ([D, N], [D, N]),  # straight to the worst (e.g. a disk filled by something else) and back
+        ([F, N, N, F], [F, N, None, F]),  # a second outage reports again
+    ],
+)
+def test_buffer_alarm_reports_each_change_of_level_once(levels, expected):
+    alarm = BufferAlarm()
+    assert [alarm.check(level) for level in levels] == expected
+
+
+def test_every_buffer_level_has_a_message_as_urgent_as_what_is_refused():
+    assert {level: severity for level, (severity, _) in BUFFER_LEVEL_MESSAGES.items()} == {
+        N: logging.INFO, F: logging.WARNING, T: logging.ERROR, D: logging.CRITICAL}
+
+
+def test_each_level_is_logged_once_when_the_append_that_reaches_it_happens(tmp_path, caplog):
+    buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=1000, reserve_bytes=100)
+    publisher = Publisher(f"127.0.0.1:{free_port()}", buffer, metrics=GatewayMetrics())  # not started
+    levels_after = []
+    for _ in range(9):  # tablet entries, up to the reserve
+        publisher.publish_raw("readings", None, b"t" * 100)
+        levels_after.append(publisher.alarm.level)
+    with pytest.raises(BufferFull):
+        publisher.publish_raw("readings", None, b"t" * 100)
+    publisher.publish_raw("readings", None, b"d" * 100, priority=Priority.DEVICE)  # into the reserve, filling it
+    with pytest.raises(BufferFull):
+        publisher.publish_raw("readings", None, b"d", priority=Priority.DEVICE)
+    assert levels_after == [N] * 7 + [F, T]  # 800 bytes: 80 %; 900: the tablets' limit
+    assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
+        (severity, f"{message} ({size} of 1000 bytes, {depth} messages; {free} bytes free on its disk)")
+        for (severity, message), size, depth, free in zip(
+            (BUFFER_LEVEL_MESSAGES[F], BUFFER_LEVEL_MESSAGES[T], BUFFER_LEVEL_MESSAGES[D]), (800, 900, 1000),
+            (8, 9, 10), [_free_in(record.getMessage()) for record in caplog.records])
+    ]
+
+
+def _free_in(message: str) -> int:
+    """The free disk figure a level line reports (it moves with whatever else writes to the disk)."""
+    return int(message.rsplit("; ", 1)[1].split(" ")[0])

@@ -1,4 +1,4 @@
-"""The gateway service's own decisions: when to warn about the buffer, what the simulated tablet sends,
+"""The gateway service's own decisions: what the simulated tablet sends,
 refusing to start when misconfigured, and serving /metrics without ever depending on it."""
 
 from __future__ import annotations
@@ -9,29 +9,13 @@ import uuid
 from datetime import datetime, timezone
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from carepulse import events
 from carepulse.settings import Settings
-from gateway.service import BufferAlarm, run_gateway
+from gateway.service import run_gateway
 from gateway.simulator import manual_entry
 from tests.kafka_helpers import CarepulseProcess, free_port
-
-
-@pytest.mark.parametrize(
-    ("sizes_bytes", "expected"),
-    [
-        ([0, 500, 900], [None, None, None]),  # at 90 % exactly: not yet over
-        ([901], [True]),
-        ([901, 950, 1000], [True, None, None]),  # one warning per crossing, not per check
-        ([901, 899], [True, False]),
-        ([901, 899, 100, 950], [True, False, None, True]),  # a second outage warns again
-    ],
-)
-def test_buffer_alarm_reports_each_crossing_of_90_percent_once(sizes_bytes, expected):
-    alarm = BufferAlarm(max_bytes=1000)
-    assert [alarm.check(size) for size in sizes_bytes] == expected
 
 
 def test_manual_entry_carries_only_what_a_carer_judges():
