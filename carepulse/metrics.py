@@ -6,8 +6,8 @@ Every metric carepulse exposes is created here and nowhere else; dashboards (``d
 Naming follows Prometheus conventions: prefix ``carepulse_``, then the component (``worker``, ``gateway``,
 ``feed``), base units in the name (``_seconds``, ``_bytes``, ``_messages``), ``_total`` on counters and
 ``_timestamp_seconds`` on Unix times. ``carepulse_dead_letters_total`` and the care-quality gauges
-(``carepulse_indicator_*``, ``carepulse_escalations_*``) have no component part: the ``stage`` label, or
-the data itself, says where they come from.
+(``carepulse_indicator_*``, ``carepulse_escalations_*``, ``carepulse_capacity_*``) have no component part:
+the ``stage`` label, or the data itself, says where they come from.
 
 Registries: one `CollectorRegistry` per process role (`WORKER`, `GATEWAY`, `FEED` below), never the
 default registry. Each role serves only its own metrics on its own port (`serve_metrics`), even where the
@@ -19,22 +19,27 @@ collectors.
 Label cardinality is bounded by construction: every label value is checked against a fixed set and
 anything else becomes ``"other"`` (a metric call never raises into the pipeline):
 
-- ``topic``: the names in `carepulse.topics.CATALOG` (12 today);
+- ``topic``: the names in `carepulse.topics.CATALOG` (16 today);
 - ``stage``: `DEAD_LETTER_STAGES`; ``reason``: `DEAD_LETTER_REASONS`, categories derived from the
   free-text reason (`reason_category`), never the text itself;
 - ``risk``: the escalation risks low-medium, medium, high; ``event``: `ESCALATION_EVENTS`;
-- ``indicator_id``: `indicators.quality.INDICATOR_IDS` (10);
+- ``indicator_id``: `indicators.quality.ALL_INDICATOR_IDS` (13: the ten core indicators and issue 11's
+  continuity of carers, travel between visits and urinalysis timeliness);
+- ``state`` of ``carepulse_capacity_beds``: `BED_STATES` (occupied, reserved, vacant);
 - ``location_id``: one value per care location. This is the only label that grows with the deployment:
-  per location there are 10 ``carepulse_indicator_value`` + 10 ``carepulse_indicator_status`` +
-  9 ``carepulse_escalations_open`` (3 risks x 3 states) + 3 ``carepulse_escalations_oldest_unacknowledged_seconds``
-  = 32 series, so 1,000 locations are ~32,000 series, which one Prometheus holds easily. Residents,
+  per location there are at most 13 ``carepulse_indicator_value`` + 13 ``carepulse_indicator_status`` +
+  1 window end + 9 ``carepulse_escalations_open`` (3 risks x 3 states) +
+  3 ``carepulse_escalations_oldest_unacknowledged_seconds`` + at most 5 capacity gauges (a care home: 3 bed
+  states, maximum beds, as-of time; a homecare agency: people, planned and commissioned care, as-of time)
+  = 44 series, so 1,000 locations are ~44,000 series, which one Prometheus holds easily. Residents,
   devices, episodes and free text are never labels.
 
 Which process records what: the worker counts what it consumes and produces (and escalation transitions
 as it emits them); the gateway its buffer, BLE and forwarding; the feed, which consumes the compacted
-``indicators`` topic and every escalation into one database, publishes the *state* gauges (indicator value
-and RAG per location, open escalations), because it sees every location at once and is not affected by
-worker rebalances (a worker that lost a partition would otherwise keep exporting stale gauges).
+``indicators`` topic, the compacted ``capacity`` topic and every escalation into one database, publishes the
+*state* gauges (indicator value and RAG per location, live capacity, open escalations), because it sees every
+location at once and is not affected by worker rebalances (a worker that lost a partition would otherwise
+keep exporting stale gauges).
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from carepulse import events, topics
-from indicators.quality import INDICATOR_IDS
+from indicators.quality import ALL_INDICATOR_IDS
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +88,9 @@ DEAD_LETTER_REASONS: tuple[str, ...] = (
     "unregistered",      # a reading from a device with no resident assigned
     OTHER,
 )
+#: Where a care home's beds are on ``carepulse_capacity_beds``: residents in them, held for residents in hospital,
+#: empty (the Capacity Tracker's occupied and reserved, cqc_domain.md §1.5 [C24], and the vacancies they leave).
+BED_STATES: tuple[str, ...] = ("occupied", "reserved", "vacant")
 #: RAG status encoded as one gauge value per (location, indicator), so "worst first" is a sort and "red" a
 #: comparison: insufficient_data -1, green 0, amber 1, red 2.
 RAG_CODES: dict[str, int] = {"insufficient_data": -1, "green": 0, "amber": 1, "red": 2}
@@ -108,7 +116,7 @@ def stage_label(stage: str) -> str:
 
 
 def indicator_label(indicator_id: str) -> str:
-    return indicator_id if indicator_id in INDICATOR_IDS else OTHER
+    return indicator_id if indicator_id in ALL_INDICATOR_IDS else OTHER
 
 
 _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
@@ -391,6 +399,22 @@ def open_state(episode: OpenEpisode, now: datetime) -> str:
     return "pending"
 
 
+class CapacityFigures(Protocol):
+    """What `FeedMetrics.set_capacity` reads of a location's capacity (a ``feed_capacity`` row or a
+    `carepulse.events.LocationCapacity` with ``as_of`` for its ``occurred_at``)."""
+
+    location_id: str
+    setting: str
+    as_of: datetime
+    max_beds: int | None
+    occupied_beds: int | None
+    reserved_beds: int | None
+    vacant_beds: int | None
+    people_receiving_care: int | None
+    planned_hours_7d: float | None
+    commissioned_hours_7d: float | None
+
+
 class FeedMetrics(_Role):
     """The regulator feed (feed/): ingest, HTTP API, and the care-quality state gauges (see module doc)."""
 
@@ -447,6 +471,36 @@ class FeedMetrics(_Role):
             "Age of the oldest unacknowledged open episode, by location and risk band (0 when none).",
             ["location_id", "risk"], registry=r,
         )
+        self.capacity_beds = Gauge(
+            "carepulse_capacity_beds",
+            "A care home's beds now, by state: occupied (residents in them), reserved (held for residents in "
+            "hospital), vacant; the DHSC Capacity Tracker's bed fields. Occupied + reserved + vacant is the "
+            "maximum, unless more are in use than the maximum.",
+            ["location_id", "state"], registry=r,
+        )
+        self.capacity_max_beds = Gauge(
+            "carepulse_capacity_max_beds", "A care home's maximum beds (Capacity Tracker 'maximum': registered beds).",
+            ["location_id"], registry=r,
+        )
+        self.capacity_people = Gauge(
+            "carepulse_capacity_people_receiving_care",
+            "People a homecare agency had a planned visit for in the last 7 days.", ["location_id"], registry=r,
+        )
+        self.capacity_planned = Gauge(
+            "carepulse_capacity_planned_care_seconds",
+            "Care a homecare agency planned in the last 7 days (visits not cancelled by the client in advance).",
+            ["location_id"], registry=r,
+        )
+        self.capacity_commissioned = Gauge(
+            "carepulse_capacity_commissioned_care_seconds",
+            "Care commissioned from a homecare agency per week, where its profile gives it.", ["location_id"],
+            registry=r,
+        )
+        self.capacity_as_of = Gauge(
+            "carepulse_capacity_as_of_timestamp_seconds",
+            "Unix time the location's live capacity was computed for (its age is time() minus this).",
+            ["location_id"], registry=r,
+        )
         self.invalid_messages = Counter(
             "carepulse_feed_invalid_messages",
             "Messages the feed skipped as unreadable, by topic and reason category.", ["topic", "reason"],
@@ -490,6 +544,24 @@ class FeedMetrics(_Role):
         self.indicator_updated.labels(location_id=update.location_id).set(newest)
         self._add_location(update.location_id)
 
+    def set_capacity(self, capacity: CapacityFigures) -> None:
+        """A location's live capacity (the newest). Series of the other setting, and commissioned care no longer
+        given, are removed, so a location never exports a stale figure beside a fresh one."""
+        location_id = capacity.location_id
+        care_home = capacity.setting == "care_home"
+        beds = {"occupied": capacity.occupied_beds, "reserved": capacity.reserved_beds,
+                "vacant": capacity.vacant_beds}
+        for state, count in beds.items():
+            _set_or_remove(self.capacity_beds, (location_id, state), count if care_home else None)
+        _set_or_remove(self.capacity_max_beds, (location_id,), capacity.max_beds if care_home else None)
+        homecare = not care_home
+        _set_or_remove(self.capacity_people, (location_id,), capacity.people_receiving_care if homecare else None)
+        _set_or_remove(self.capacity_planned, (location_id,),
+                       _hours_to_s(capacity.planned_hours_7d) if homecare else None)
+        _set_or_remove(self.capacity_commissioned, (location_id,),
+                       _hours_to_s(capacity.commissioned_hours_7d) if homecare else None)
+        self.capacity_as_of.labels(location_id=location_id).set(capacity.as_of.timestamp())
+
     def set_open_escalations(self, episodes: Iterable[OpenEpisode], now: datetime,
                              location_ids: Iterable[str] = ()) -> None:
         """All open episodes (the whole set, every time): counts by location, risk and state.
@@ -522,6 +594,17 @@ class FeedMetrics(_Role):
 
     def _add_location(self, location_id: str) -> None:
         self._locations.add(location_id)
+
+
+def _hours_to_s(hours: float | None) -> float | None:
+    return None if hours is None else hours * 3600
+
+
+def _set_or_remove(gauge: Gauge, labels: tuple[str, ...], value: float | None) -> None:
+    if value is None:
+        gauge.remove(*labels)  # a no-op for a series never set
+    else:
+        gauge.labels(*labels).set(value)
 
 
 _HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

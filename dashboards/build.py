@@ -6,7 +6,8 @@
 Three dashboards, every query on metrics from carepulse/metrics.py only (a test parses them):
 
 - ``carepulse-pipeline``: pipeline health (throughput, event-time latency, lag, dead letters, gateways, feed);
-- ``carepulse-care-quality``: care quality by location, red locations first;
+- ``carepulse-care-quality``: care quality by location, red locations first, issue 11's indicators (continuity
+  of carers, travel between visits, urinalysis timeliness) and live capacity (care-home beds, homecare hours);
 - ``carepulse-oncall``: open and overdue escalations for the on-call clinician.
 
 All panels use the Prometheus datasource with uid ``DATASOURCE_UID``, which deploy/grafana provisions.
@@ -39,6 +40,8 @@ from grafana_foundation_sdk.models.dashboard import (
     VariableRefresh,
 )
 from grafana_foundation_sdk.models.prometheus import PromQueryFormat
+
+from indicators.quality import EXTENSION_INDICATOR_IDS
 
 GENERATED = Path(__file__).resolve().parent / "generated"
 DATASOURCE_UID = "carepulse-prometheus"
@@ -207,6 +210,68 @@ def care_quality() -> Dashboard:
             DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
         ])
     )
+    extension = f'{location}, indicator_id=~"{"|".join(EXTENSION_INDICATOR_IDS)}"'
+    new_indicators = (
+        table.Panel().title("Continuity, travel and urinalysis (new indicators)").datasource(DATASOURCE).height(10)
+        .span(24)
+        .description("Issue 11's indicators: continuity of carers, homecare travel between visits and urinalysis "
+                     "after an amber NEWS2 episode (only where the urinalysis pathway is switched on: dipstick tests "
+                     "are not recommended over 65, cqc_domain.md §2.2 row 13 [U3]). Every threshold is a carepulse "
+                     "proposal with no benchmark.")
+        .with_target(_query(f"carepulse_indicator_status{{{extension}}}", ref="A", instant=True))
+        .with_target(_query(f"carepulse_indicator_value{{{extension}}}", ref="B", instant=True))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(
+            {"location_id": "Location", "indicator_id": "Indicator", "Value #A": "Status", "Value #B": "Value"},
+            exclude=("Time", "__name__", "job", "instance")))
+        .sort_by([TableSortByFieldState().display_name("Status").desc(True)])
+        .override_by_name("Status", [
+            DynamicConfigValue(id_val="mappings", value=[RAG_MAPPING]),
+            DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+        ])
+    )
+    beds = (
+        table.Panel().title("Care-home beds, most vacant first").datasource(DATASOURCE).height(10).span(14)
+        .description("Live capacity with the DHSC Capacity Tracker's bed fields (maximum, occupied, reserved for "
+                     "residents in hospital) and the vacancies they leave; 'Age' is how old the figures are.")
+        .with_target(_query(f'sum by (location_id) (carepulse_capacity_beds{{{location}, state="vacant"}})', ref="A",
+                            instant=True))
+        .with_target(_query(f"sum by (location_id) (carepulse_capacity_max_beds{{{location}}})", ref="B",
+                            instant=True))
+        .with_target(_query(f'sum by (location_id) (carepulse_capacity_beds{{{location}, state="occupied"}})',
+                            ref="C", instant=True))
+        .with_target(_query(f'sum by (location_id) (carepulse_capacity_beds{{{location}, state="reserved"}})',
+                            ref="D", instant=True))
+        .with_target(_query(f"max by (location_id) (time() - carepulse_capacity_as_of_timestamp_seconds{{{location}}})",
+                            ref="E", instant=True))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize({"location_id": "Location", "Value #A": "Vacant", "Value #B": "Maximum",
+                                        "Value #C": "Occupied", "Value #D": "Reserved (in hospital)",
+                                        "Value #E": "Age"}))
+        .sort_by([TableSortByFieldState().display_name("Vacant").desc(True)])
+        .override_by_name("Age", [DynamicConfigValue(id_val="unit", value="s")])
+    )
+    homecare = (
+        table.Panel().title("Homecare capacity (last 7 days)").datasource(DATASOURCE).height(10).span(24)
+        .description("People with a planned visit and hours planned in the last 7 days, hours commissioned a week, "
+                     "and commissioned hours not planned (spare capacity; negative: planned beyond the commission).")
+        .with_target(_query(f"sum by (location_id) (carepulse_capacity_people_receiving_care{{{location}}})", ref="A",
+                            instant=True))
+        .with_target(_query(f"sum by (location_id) (carepulse_capacity_planned_care_seconds{{{location}}})", ref="B",
+                            instant=True))
+        .with_target(_query(f"sum by (location_id) (carepulse_capacity_commissioned_care_seconds{{{location}}})",
+                            ref="C", instant=True))
+        .with_target(_query(f"sum by (location_id) (carepulse_capacity_commissioned_care_seconds{{{location}}}) - "
+                            f"sum by (location_id) (carepulse_capacity_planned_care_seconds{{{location}}})", ref="D",
+                            instant=True))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize({"location_id": "Location", "Value #A": "People", "Value #B": "Planned",
+                                        "Value #C": "Commissioned a week", "Value #D": "Not planned"}))
+        .sort_by([TableSortByFieldState().display_name("Not planned").desc(True)])
+        .override_by_name("Planned", [DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("Commissioned a week", [DynamicConfigValue(id_val="unit", value="s")])
+        .override_by_name("Not planned", [DynamicConfigValue(id_val="unit", value="s")])
+    )
     return (
         Dashboard("carepulse / care quality by location").uid("carepulse-care-quality").tags(TAGS)
         .refresh("1m").time("now-7d", "now")
@@ -230,6 +295,13 @@ def care_quality() -> Dashboard:
         .with_panel(_ts("Indicator values", "short",
                         _query(f"carepulse_indicator_value{{{location}}}", "{{location_id}} {{indicator_id}}"),
                         w=24))
+        .with_panel(new_indicators)
+        .with_row(Row("Live capacity"))
+        .with_panel(beds)
+        .with_panel(_stat("Vacant care-home beds",
+                          _query(f'sum(carepulse_capacity_beds{{{location}, state="vacant"}}) or vector(0)'),
+                          description="Across the selected care homes, as last reported.", w=10, h=10))
+        .with_panel(homecare)
     )
 
 

@@ -1,5 +1,6 @@
-"""The regulator feed's HTTP API: locations, current indicators, indicator history, escalation summaries, a
-live stream (server-sent events), FHIR R4 Measure and MeasureReport resources and the mock digital inspection.
+"""The regulator feed's HTTP API: locations, current indicators, indicator history, escalation summaries, live
+capacity, a live stream (server-sent events), FHIR R4 Measure and MeasureReport resources and the mock digital
+inspection.
 
 `create_feed_app` only composes. Who may see what lives in one place: `principal` authenticates the key,
 `visible_location` applies the tenancy rule (feed.auth) and `feed.privacy` shapes what the regulator sees.
@@ -50,7 +51,7 @@ from carepulse.settings import Settings
 from feed import auth, db, fhir, inspection, privacy
 from feed.ingest import STATE_REFRESH_S, ConsumerStatus, FeedConsumer, StateGauges
 from feed.live import OVERFLOW, LiveEvent, LiveHub
-from indicators.quality import CARE_TZ, INDICATOR_IDS, packaged_rules
+from indicators.quality import ALL_INDICATOR_IDS, CARE_TZ, packaged_rules
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,34 @@ class Episode(BaseModel):
     overdue: bool
 
 
+class Capacity(BaseModel):
+    """A location's live capacity (issue 11), as of `as_of`. Care homes fill the bed fields, named after the
+    DHSC Capacity Tracker's (cqc_domain.md §1.5 [C24]); homecare agencies the people and hours fields (our
+    names: the Capacity Tracker fields in cqc_domain.md are care-home beds). "Accepting admissions" is the
+    home's decision and is not derived. Bed counts are never suppressed (feed.privacy)."""
+
+    location_id: str
+    name: str | None
+    provider_id: str | None = Field(description="None: seen on a topic but not registered (provider unknown).")
+    setting: Literal["care_home", "homecare"]
+    as_of: datetime = Field(description="The instant the figures describe (when the worker computed them).")
+    max_beds: int | None = Field(description="Capacity Tracker 'maximum' beds: the home's registered beds.")
+    occupied_beds: int | None = Field(description="Capacity Tracker 'occupied': residents in a bed now.")
+    reserved_beds: int | None = Field(description="Capacity Tracker 'reserved': beds held for residents in hospital.")
+    vacant_beds: int | None = Field(description="Maximum less occupied and reserved, never below 0.")
+    over_max_beds: int | None = Field(description="Occupied and reserved beyond the maximum: a sign of a missing "
+                                      "discharge record or a wrong bed count.")
+    people_receiving_care: int | Suppressed | None = Field(
+        description="People with a planned visit in the last 7 days (homecare); 'suppressed' for the regulator "
+        "below the small-number threshold.")
+    planned_hours_7d: float | None = Field(description="Hours of care planned in the last 7 days (homecare).")
+    commissioned_hours_7d: float | None = Field(description="Hours commissioned per week, when the profile gives them.")
+    commissioned_hours_not_planned: float | None = Field(
+        description="Commissioned less planned hours: spare capacity when positive, planned beyond the commission "
+        "when negative.")
+    suppressed: bool = Field(description="True when small-number suppression withheld a count (regulator only).")
+
+
 class ConsumerHealth(BaseModel):
     state: Literal["disabled", "starting", "consuming", "reconnecting", "stopped"]
     detail: str | None
@@ -167,6 +196,11 @@ class TrendPoint(BaseModel):
     value: float | None
 
 
+class Caveat(BaseModel):
+    text: str
+    source: str
+
+
 class Evidence(BaseModel):
     indicator_id: str
     title: str
@@ -182,6 +216,9 @@ class Evidence(BaseModel):
     trend: Literal["improving", "worsening", "stable", "unknown"]
     trend_points: list[TrendPoint]
     gaps: list[str]
+    extension: bool = Field(description="One of issue 11's indicators (continuity of carers, travel between visits, "
+                            "urinalysis timeliness): every threshold a carepulse proposal with no benchmark.")
+    caveat: Caveat | None = Field(description="A clinical caveat the reader must see with the value.")
     mapping_source: str
 
 
@@ -214,6 +251,7 @@ class Inspection(BaseModel):
     framework: str
     window_days: int
     generated_at: datetime
+    capacity: Capacity | None = Field(description="The location's live capacity, if it has reported any.")
     key_questions: list[KeyQuestion]
     gaps: list[IndicatorGaps]
 
@@ -297,8 +335,8 @@ VisibleLocation = Annotated[dict[str, Any], Depends(visible_location)]
 
 
 def known_indicator(indicator_id: IndicatorId) -> str:
-    if indicator_id not in INDICATOR_IDS:
-        raise HTTPException(404, f"no indicator {indicator_id}; known: {', '.join(INDICATOR_IDS)}")
+    if indicator_id not in ALL_INDICATOR_IDS:
+        raise HTTPException(404, f"no indicator {indicator_id}; known: {', '.join(ALL_INDICATOR_IDS)}")
     return indicator_id
 
 
@@ -373,6 +411,19 @@ def _history_views(feed: FeedState, who: auth.Principal, location_id: str, indic
     return [privacy.indicator_view(row, regulator=who.is_regulator, threshold=feed.threshold) for row in rows], total
 
 
+def _capacity_select(who: auth.Principal):
+    """Capacity rows with their location's name and provider, of the locations `who` may see."""
+    joined = db.capacity.join(db.locations, db.locations.c.location_id == db.capacity.c.location_id)
+    return (select(db.capacity, db.locations.c.name, db.locations.c.provider_id).select_from(joined)
+            .where(auth.visible_locations_clause(who)))
+
+
+def _capacity_view(feed: FeedState, who: auth.Principal, location_id: str) -> dict[str, Any] | None:
+    with feed.engine.connect() as conn:
+        row = conn.execute(_capacity_select(who).where(db.capacity.c.location_id == location_id)).mappings().first()
+    return None if row is None else privacy.capacity_view(row, regulator=who.is_regulator, threshold=feed.threshold)
+
+
 def _local_today(feed: FeedState) -> date:
     return feed.now().astimezone(CARE_TZ).date()
 
@@ -387,15 +438,18 @@ def _inspection(feed: FeedState, who: auth.Principal, location: dict[str, Any]) 
     window_days = feed.settings.feed_inspection_window_days
     today = _local_today(feed)
     current = {view["indicator_id"]: view for view in _current_views(feed, who, location["location_id"])}
-    history_rows, _ = _history_views(feed, who, location["location_id"], list(INDICATOR_IDS),
+    history_rows, _ = _history_views(feed, who, location["location_id"], list(ALL_INDICATOR_IDS),
                                      today - timedelta(days=window_days - 1), today)
     history: dict[str, list[dict]] = {}
     for row in history_rows:
         history.setdefault(row["indicator_id"], []).append(row)
     # The report is as of its newest value, so an unchanged report keeps its ETag between polls.
     as_of = max((view["window_end"] for view in current.values()), default=location["first_seen_at"])
+    capacity = _capacity_view(feed, who, location["location_id"])
+    if capacity is not None:
+        as_of = max(as_of, capacity["as_of"])
     return inspection.build_inspection(location, current, history, mapping=feed.mapping, window_days=window_days,
-                                       today=today, generated_at=as_of)
+                                       today=today, generated_at=as_of, capacity=capacity)
 
 
 # -- the audit log -----------------------------------------------------------------------------------------
@@ -431,8 +485,12 @@ class AuditMiddleware:
                 started = True
                 try:
                     await asyncio.to_thread(self._write, scope, message["status"])
-                except Exception:
-                    log.exception("could not write the audit log; refusing the response")
+                except Exception as exc:
+                    if isinstance(exc, DBAPIError):  # the database is away: one line, not a traceback per read
+                        log.error("could not write the audit log (%s); refusing the response",
+                                  type(exc.orig or exc).__name__)
+                    else:
+                        log.exception("could not write the audit log; refusing the response")
                     refused = True
                     body = json.dumps({"error": "the audit log is unavailable; nothing is served unaudited"}).encode()
                     await send({"type": "http.response.start", "status": 503,
@@ -498,7 +556,9 @@ async def _refresh_state_gauges(gauges: StateGauges, interval_s: float) -> None:
         await asyncio.sleep(interval_s)
         try:
             await asyncio.to_thread(gauges.refresh)
-        except Exception:  # the database, most likely; the API reports it on /health
+        except DBAPIError as exc:  # the database is away; the API reports it on /health
+            log.warning("could not refresh the state gauges from the feed database (%s)", type(exc.orig or exc).__name__)
+        except Exception:
             log.warning("could not refresh the state gauges from the feed database", exc_info=True)
 
 
@@ -541,9 +601,9 @@ def create_feed_app(settings: Settings, *, engine: Engine | None = None, consume
     app = FastAPI(
         title="carepulse regulator feed",
         version=API_VERSION,
-        description="Care-quality indicators of care homes and homecare services for the regulator (aggregates, "
-        "small numbers suppressed) and for providers (their own locations). Indicative only: nothing here is a "
-        "CQC rating. Authenticate with `Authorization: Bearer <API key>`.",
+        description="Care-quality indicators and live capacity of care homes and homecare services for the "
+        "regulator (aggregates, small numbers of people suppressed) and for providers (their own locations). "
+        "Indicative only: nothing here is a CQC rating. Authenticate with `Authorization: Bearer <API key>`.",
         lifespan=lifespan,
         dependencies=[Depends(reject_unknown_query)],
     )
@@ -690,6 +750,45 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one small handler per endpoin
                                 .limit(limit).offset(offset)).mappings().all()
         return etagged(request, _page([Episode(**row) for row in rows], total, limit, offset))
 
+    @app.get("/v1/capacity", response_model=Page[Capacity], tags=["capacity"], responses=_errors(304, 401, 422, 503),
+             summary="Live capacity of the locations visible to this key (most vacant beds first)")
+    def list_capacity(request: Request, who: PrincipalDep, feed: FeedDep,
+                      setting: Annotated[Literal["care_home", "homecare"] | None,
+                                         Query(description="Only care homes or only homecare agencies.")] = None,
+                      min_vacant_beds: Annotated[int | None, Query(
+                          ge=0, le=1000, description="Only care homes with at least this many vacant beds.")] = None,
+                      min_hours_not_planned: Annotated[float | None, Query(
+                          ge=-100_000, le=100_000, allow_inf_nan=False,
+                          description="Only homecare agencies with at least this many commissioned hours a week "
+                                      "not planned (spare capacity).")] = None,
+                      limit: Limit = 100, offset: Offset = 0) -> Response:
+        table = db.capacity
+        conditions = []
+        if setting:
+            conditions.append(table.c.setting == setting)
+        if min_vacant_beds is not None:
+            conditions.append(table.c.vacant_beds >= min_vacant_beds)
+        if min_hours_not_planned is not None:
+            conditions.append(table.c.commissioned_hours_not_planned >= min_hours_not_planned)
+        query = _capacity_select(who).where(*conditions)
+        with feed.engine.connect() as conn:
+            total = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+            rows = conn.execute(
+                query.order_by(table.c.vacant_beds.desc().nulls_last(),
+                               table.c.commissioned_hours_not_planned.desc().nulls_last(), table.c.location_id)
+                .limit(limit).offset(offset)
+            ).mappings().all()
+        views = [privacy.capacity_view(row, regulator=who.is_regulator, threshold=feed.threshold) for row in rows]
+        return etagged(request, _page(views, total, limit, offset))
+
+    @app.get("/v1/locations/{location_id}/capacity", response_model=Capacity, tags=["capacity"],
+             responses=_errors(304, 401, 404, 422, 503), summary="Live capacity of one location")
+    def location_capacity(request: Request, location: VisibleLocation, who: PrincipalDep, feed: FeedDep) -> Response:
+        view = _capacity_view(feed, who, location["location_id"])
+        if view is None:
+            raise HTTPException(404, f"no capacity reported for location {location['location_id']} yet")
+        return etagged(request, view)
+
     @app.get("/v1/stream", tags=["live"], responses={
         200: {"description": "Server-sent events: `ready` once subscribed, then `indicator` (a current value "
               "changed) and `red_alert` (an indicator turned red; for providers also a high-risk escalation "
@@ -741,7 +840,9 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one small handler per endpoin
                         **_errors(304, 401, 404, 422, 503)},
              summary="FHIR R4 Measure of an indicator")
     def fhir_measure(request: Request, indicator_id: KnownIndicator, who: PrincipalDep, feed: FeedDep) -> Response:
-        resource = fhir.measure(indicator_id, base_url=feed.settings.feed_public_base_url, rules=packaged_rules())
+        caveat = feed.mapping.caveats.get(indicator_id)
+        resource = fhir.measure(indicator_id, base_url=feed.settings.feed_public_base_url, rules=packaged_rules(),
+                                usage=f"{caveat.text} Source: {caveat.source}" if caveat else None)
         return etagged(request, resource, media_type=fhir.FHIR_MEDIA_TYPE)
 
     @app.get("/v1/locations/{location_id}/fhir/MeasureReport", tags=["fhir"],

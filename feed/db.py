@@ -138,6 +138,28 @@ escalation_events = Table(
     Column("stored_at", UtcDateTime, nullable=False),
 )
 
+#: Each location's live capacity, the newest `LocationCapacity` of the compacted ``capacity`` topic (migration
+#: 0003). Care homes fill the bed columns (the Capacity Tracker's maximum, occupied and reserved, cqc_domain.md
+#: §1.5 [C24], plus vacant and over maximum), homecare agencies the people and hours columns.
+capacity = Table(
+    "feed_capacity", metadata,
+    Column("location_id", String(ID_LENGTH), primary_key=True),
+    Column("event_id", String(36), nullable=False),
+    Column("setting", String(20), nullable=False),
+    Column("as_of", UtcDateTime, nullable=False),
+    Column("max_beds", Integer, nullable=True),
+    Column("occupied_beds", Integer, nullable=True),
+    Column("reserved_beds", Integer, nullable=True),
+    Column("vacant_beds", Integer, nullable=True),
+    Column("over_max_beds", Integer, nullable=True),
+    Column("people_receiving_care", Integer, nullable=True),
+    Column("planned_hours_7d", Float, nullable=True),
+    Column("commissioned_hours_7d", Float, nullable=True),
+    Column("commissioned_hours_not_planned", Float, nullable=True),
+    Column("profile_event_id", String(36), nullable=False),
+    Column("stored_at", UtcDateTime, nullable=False),
+)
+
 #: API keys: only the SHA-256 of the secret is stored (see feed.auth for why a fast hash is enough).
 api_keys = Table(
     "feed_api_keys", metadata,

@@ -33,8 +33,9 @@ NEWS2_TOTAL_SNOMED = "1104051000000101"
 
 #: Rates per 1,000 OBD are ratios; the rest are proportions (cqc_domain.md §4.1 "Scoring type per indicator").
 RATIO_INDICATORS = frozenset({"falls_rate", "falls_with_harm_rate"})
-#: Indicators about NEWS2 escalation and observations, tagged with the NEWS2 total-score concept (§4.3).
-NEWS2_INDICATORS = frozenset({"escalation_timeliness", "observation_compliance"})
+#: Indicators about NEWS2 escalation and observations, tagged with the NEWS2 total-score concept (§4.3); urinalysis
+#: timeliness counts amber NEWS2 episodes.
+NEWS2_INDICATORS = frozenset({"escalation_timeliness", "observation_compliance", "urinalysis_timeliness"})
 FHIR_MEDIA_TYPE = "application/fhir+json"
 
 
@@ -63,8 +64,10 @@ def _code(system: str, code: str, display: str | None = None) -> dict[str, Any]:
     return {"coding": [coding]}
 
 
-def measure(indicator_id: str, *, base_url: str, rules: QualityRules | None = None) -> dict[str, Any]:
-    """The Measure of one indicator, as validated JSON."""
+def measure(indicator_id: str, *, base_url: str, rules: QualityRules | None = None,
+            usage: str | None = None) -> dict[str, Any]:
+    """The Measure of one indicator, as validated JSON; `usage` is a caveat on its clinical use (the
+    inspection mapping's, e.g. urinalysis timeliness's)."""
     rules = rules or packaged_rules()
     indicator = rules[indicator_id]
     scoring = "ratio" if indicator_id in RATIO_INDICATORS else "proportion"
@@ -98,6 +101,8 @@ def measure(indicator_id: str, *, base_url: str, rules: QualityRules | None = No
             ],
         }],
     }
+    if usage:
+        resource["usage"] = usage
     if indicator_id in NEWS2_INDICATORS:
         resource["topic"] = [_code(SNOMED, NEWS2_TOTAL_SNOMED, "National Early Warning Score 2 total score")]
     return Measure.model_validate(resource).model_dump(mode="json", exclude_none=True)

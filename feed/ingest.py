@@ -2,7 +2,11 @@
 
 At-least-once: offsets are committed only after the batch's rows are committed, so a crash re-delivers and
 the upserts make re-delivery harmless — a current indicator is replaced only by one at least as recent
-(`window_end`), a snapshot by its key, and an escalation event is applied once by its ``event_id``.
+(`window_end`), a snapshot by its key, a location's capacity only by one at least as recent (`occurred_at`),
+and an escalation event is applied once by its ``event_id``. While the database is unreachable the consumer
+keeps its batch and its partitions and retries with backoff, committing nothing (`FeedConsumer`); a record
+the database itself refuses (e.g. a value longer than its column on PostgreSQL) is reported like an
+unreadable one instead of blocking its partition.
 
 The store functions return `LiveEvent`s, what changed, for the live stream: an indicator change, and red
 alerts (an indicator turning red; a high-risk escalation raised or upgraded; a missed escalation deadline).
@@ -28,6 +32,7 @@ from typing import Any, Literal
 
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from carepulse import events, metrics, topics
 from carepulse.metrics import FEED, FeedMetrics
@@ -38,7 +43,7 @@ from indicators.quality import CARE_TZ
 
 log = logging.getLogger(__name__)
 
-TOPICS = (topics.INDICATORS.name, topics.INDICATORS_HISTORY.name, topics.ESCALATIONS.name)
+TOPICS = (topics.INDICATORS.name, topics.INDICATORS_HISTORY.name, topics.ESCALATIONS.name, topics.CAPACITY.name)
 
 _escalation_adapter: TypeAdapter[events.Escalation | events.EscalationOverdue] = TypeAdapter(
     events.Escalation | events.EscalationOverdue
@@ -207,6 +212,35 @@ def store_escalation(conn: Connection, event: events.Escalation | events.Escalat
     return []
 
 
+_CAPACITY_COLUMNS = ("setting", "max_beds", "occupied_beds", "reserved_beds", "vacant_beds", "over_max_beds",
+                     "people_receiving_care", "planned_hours_7d", "commissioned_hours_7d",
+                     "commissioned_hours_not_planned")
+
+
+def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: datetime) -> bool:
+    """Upsert a location's live capacity; returns whether the stored row changed. A re-delivery, or one older
+    (`occurred_at`) than the stored one, changes nothing: the compacted topic keeps only the newest anyway."""
+    touch_location(conn, event.location_id, event.occurred_at, now)
+    table = db.capacity
+    previous = conn.execute(
+        select(table.c.event_id, table.c.as_of).where(table.c.location_id == event.location_id)
+    ).first()
+    if previous is not None and (previous.event_id == str(event.event_id) or previous.as_of > event.occurred_at):
+        return False
+    values = {
+        "location_id": event.location_id, "event_id": str(event.event_id), "as_of": event.occurred_at,
+        **{name: getattr(event, name) for name in _CAPACITY_COLUMNS},
+        "profile_event_id": str(event.profile_event_id), "stored_at": now,
+    }
+    statement = db.insert_for(conn)(table).values(**values)
+    conn.execute(statement.on_conflict_do_update(
+        index_elements=["location_id"],
+        set_={name: statement.excluded[name] for name in values if name != "location_id"},
+        where=table.c.as_of <= statement.excluded.as_of,
+    ))
+    return True
+
+
 def store_records(conn: Connection, records: Iterable[Record], now: datetime,
                   on_invalid: Callable[[Record, str], None],
                   on_stored: Callable[[Record, events.Event], None] | None = None) -> list[LiveEvent]:
@@ -222,6 +256,10 @@ def store_records(conn: Connection, records: Iterable[Record], now: datetime,
                 escalation = _escalation_adapter.validate_json(record.value)
                 live.extend(store_escalation(conn, escalation, now=now))
                 event = escalation
+            elif record.topic == topics.CAPACITY.name:
+                capacity = events.parse(events.LocationCapacity, record.value)
+                store_capacity(conn, capacity, now=now)
+                event = capacity
             else:
                 update_ = events.parse(events.IndicatorUpdate, record.value)
                 live.extend(store_indicator(conn, update_, key=record.key, now=now))
@@ -262,10 +300,12 @@ class StateGauges:
         self.now = now
 
     def refresh(self) -> None:
-        """Everything: every current indicator, and every open episode's state as of now."""
+        """Everything: every current indicator, every location's capacity, and every open episode's state as
+        of now."""
         with self.engine.connect() as conn:
             rows = conn.execute(select(*self._indicator_columns())).all()
             self._set_indicators(rows)
+            self._set_capacity(conn.execute(select(db.capacity)).all())
             self._set_open_escalations(conn)
 
     def indicators_changed(self, pairs: Collection[tuple[str, str]]) -> None:
@@ -281,6 +321,18 @@ class StateGauges:
     def escalations_changed(self) -> None:
         with self.engine.connect() as conn:
             self._set_open_escalations(conn)
+
+    def capacity_changed(self, location_ids: Collection[str]) -> None:
+        """The stored capacity of these locations."""
+        if not location_ids:
+            return
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(db.capacity).where(db.capacity.c.location_id.in_(sorted(location_ids)))).all()
+        self._set_capacity(rows)
+
+    def _set_capacity(self, rows: Iterable[Any]) -> None:
+        for row in rows:
+            self.metrics.set_capacity(row)
 
     @staticmethod
     def _indicator_columns() -> tuple:
@@ -312,6 +364,16 @@ class StateGauges:
 
 
 # --- the consumer loop ---------------------------------------------------------------------------------
+
+#: The longest wait between two tries of a batch while the database is unreachable.
+MAX_DATABASE_BACKOFF_S = 5.0
+
+
+def database_unreachable(exc: DBAPIError) -> bool:
+    """True when the database could not be reached or dropped the connection (worth retrying the same
+    batch), False when it refused the statement itself (retrying would fail forever)."""
+    return bool(exc.connection_invalidated) or isinstance(exc, (OperationalError, InterfaceError))
+
 
 ConsumerStateName = Literal["disabled", "starting", "consuming", "reconnecting", "stopped"]
 
@@ -349,16 +411,67 @@ class FeedConsumer:
         log.warning("skipped an unreadable message on %s: %s", record.topic, reason[:300])
 
     def _store(self, records: list[Record]) -> list[LiveEvent]:
+        """Store a batch in one transaction. If the database refuses it for something other than being
+        unreachable, store its records one per transaction: those it still refuses are reported as unreadable
+        (with the error's type, never its text, which may quote values) and skipped, so one record never
+        blocks its partition. An unreachable database raises, for `_store_until_stored` to retry."""
+        try:
+            return self._store_batch(records)
+        except DBAPIError as exc:
+            if database_unreachable(exc):
+                raise
+        live: list[LiveEvent] = []
+        for record in records:
+            try:
+                live.extend(self._store_batch([record]))
+            except DBAPIError as exc:
+                if database_unreachable(exc):
+                    raise
+                self._refused(record, exc)
+        return live
+
+    def _refused(self, record: Record, exc: DBAPIError) -> None:
+        reason = f"invalid event: the feed database refused it ({type(exc.orig or exc).__name__})"
+        self._on_invalid(record, reason)
+        try:
+            self.metrics.invalid_message(record.topic, reason)
+        except Exception:  # a metric never fails the consumer
+            log.debug("could not count a refused record", exc_info=True)
+
+    async def _store_until_stored(self, records: list[Record]) -> list[LiveEvent]:
+        """`_store`, retried with backoff for as long as the database is unreachable (a restart, a failover).
+        The consumer keeps the batch and its partitions meanwhile and commits nothing, so no record is lost
+        or skipped; /health reports ``reconnecting`` until the batch is stored."""
+        backoff_s = 0.5
+        while True:
+            try:
+                live = await asyncio.to_thread(self._store, records)
+            except DBAPIError as exc:
+                if not database_unreachable(exc):
+                    raise
+                self.status.state = "reconnecting"
+                self.status.detail = f"database unavailable ({type(exc.orig or exc).__name__}); batch kept, retrying"
+                log.warning("feed database unavailable (%s); retrying the batch of %d in %.1f s",
+                            type(exc.orig or exc).__name__, len(records), backoff_s)
+                await asyncio.sleep(backoff_s)
+                backoff_s = min(backoff_s * 2, MAX_DATABASE_BACKOFF_S)
+                continue
+            if self.status.state == "reconnecting":
+                self.status.state, self.status.detail = "consuming", None
+            return live
+
+    def _store_batch(self, records: list[Record]) -> list[LiveEvent]:
         stored: list[tuple[Record, events.Event]] = []
         invalid: list[tuple[Record, str]] = []
 
         def on_invalid(record: Record, reason: str) -> None:
             invalid.append((record, reason))
-            self._on_invalid(record, reason)
 
         now = self.now()
         with self.engine.begin() as conn:
             live = store_records(conn, records, now, on_invalid, lambda record, event: stored.append((record, event)))
+        for record, reason in invalid:  # reported once the batch is committed (a failed batch is tried again)
+            self._on_invalid(record, reason)
         try:  # committed: now the metrics (which must never fail the batch)
             self._record(stored, invalid, now)
         except Exception:
@@ -368,17 +481,21 @@ class FeedConsumer:
     def _record(self, stored: list[tuple[Record, events.Event]], invalid: list[tuple[Record, str]],
                 now: datetime) -> None:
         changed_indicators: set[tuple[str, str]] = set()
+        changed_capacity: set[str] = set()
         escalations = False
         for record, event in stored:
             self.metrics.observe_event_in(record.topic, event.occurred_at, now)
             if isinstance(event, events.IndicatorUpdate):
                 if event.kind == "current":
                     changed_indicators.add((event.location_id, event.indicator_id))
+            elif isinstance(event, events.LocationCapacity):
+                changed_capacity.add(event.location_id)
             else:
                 escalations = True
         for record, reason in invalid:
             self.metrics.invalid_message(record.topic, reason)
         self.gauges.indicators_changed(changed_indicators)
+        self.gauges.capacity_changed(changed_capacity)
         if escalations:
             self.gauges.escalations_changed()
 
@@ -428,7 +545,7 @@ class FeedConsumer:
                     ]
                     if not records:
                         continue
-                    live = await asyncio.to_thread(self._store, records)
+                    live = await self._store_until_stored(records)
                     await consumer.commit()
                     self.status.messages_stored += len(records)
                     self.status.last_message_at = self.now()

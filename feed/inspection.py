@@ -1,7 +1,10 @@
 """The mock digital inspection: a location's indicators mapped to CQC key questions and quality statements
 (versioned mapping, ``feed/config/inspection_mapping.toml``), with the evidence for each — value, trend over
 the window, RAG and the source of its thresholds — the gaps in the data, and an indicative view per key
-question.
+question. Issue 11's indicators are marked as such (every threshold a proposal with no benchmark), an indicator
+with a clinical caveat carries it (urinalysis timeliness: dipstick tests are not recommended over 65,
+cqc_domain.md §2.2 row 13 [U3]), and the location's live capacity, when it has reported any, is shown as
+context.
 
 Indicative only, never a rating: CQC is replacing the framework and carepulse must not output a "predicted
 CQC rating" (cqc_domain.md §0 point 1); the mock inspection shows RAG and evidence linked to the CQC item,
@@ -22,7 +25,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from indicators.quality import INDICATOR_IDS
+from indicators.quality import ALL_INDICATOR_IDS, EXTENSION_INDICATOR_IDS
 
 STATUS_LABELS = {"green": "Green", "amber": "Amber", "red": "Red", "insufficient_data": "Insufficient data"}
 #: Indicative views per key question (P): words chosen not to echo CQC's four ratings.
@@ -43,6 +46,17 @@ class StatementMapping:
     key_question: str
     quality_statement: str
     source: str
+    #: Shown only once the location has a value or a snapshot of it (an indicator behind a switch that is off by
+    #: default would otherwise be reported as a gap in every provider's data).
+    when_reported: bool = False
+
+
+@dataclass(frozen=True)
+class Caveat:
+    """A clinical caveat shown with an indicator wherever its value is (inspection page, FHIR Measure)."""
+
+    text: str
+    source: str
 
 
 @dataclass(frozen=True)
@@ -53,6 +67,7 @@ class InspectionMapping:
     key_questions: dict[str, str]
     mappings: tuple[StatementMapping, ...]
     unmapped: dict[str, dict[str, str]]
+    caveats: dict[str, Caveat]
 
 
 def load_mapping(path: Path | None = None) -> InspectionMapping:
@@ -66,7 +81,7 @@ def load_mapping(path: Path | None = None) -> InspectionMapping:
     mappings = []
     for number, entry in enumerate(config.get("mappings", []), start=1):
         where = f"inspection mapping: mapping {number}"
-        if entry.get("indicator_id") not in INDICATOR_IDS:
+        if entry.get("indicator_id") not in ALL_INDICATOR_IDS:
             raise ValueError(f"{where}: unknown indicator {entry.get('indicator_id')!r}.")
         if entry.get("key_question") not in key_questions:
             raise ValueError(f"{where}: unknown key question {entry.get('key_question')!r}.")
@@ -74,15 +89,24 @@ def load_mapping(path: Path | None = None) -> InspectionMapping:
             raise ValueError(f"{where}: quality_statement is missing.")
         if "cqc_domain.md" not in str(entry.get("source", "")):
             raise ValueError(f"{where}: source must cite cqc_domain.md.")
+        if not isinstance(entry.get("when_reported", False), bool):
+            raise ValueError(f"{where}: when_reported must be true or false.")
         mappings.append(StatementMapping(entry["indicator_id"], entry["key_question"], entry["quality_statement"],
-                                         entry["source"]))
+                                         entry["source"], entry.get("when_reported", False)))
     unmapped = {}
     for entry in config.get("unmapped", []):
         if entry.get("key_question") not in key_questions or "cqc_domain.md" not in str(entry.get("source", "")):
             raise ValueError("inspection mapping: an unmapped entry needs a known key question and a cited source.")
         unmapped[entry["key_question"]] = {"reason": entry["reason"], "source": entry["source"]}
+    caveats = {}
+    for entry in config.get("caveats", []):
+        if entry.get("indicator_id") not in ALL_INDICATOR_IDS or not str(entry.get("text", "")).strip():
+            raise ValueError("inspection mapping: a caveat needs a known indicator and a text.")
+        if "cqc_domain.md" not in str(entry.get("source", "")):
+            raise ValueError(f"inspection mapping: the caveat of {entry['indicator_id']} must cite cqc_domain.md.")
+        caveats[entry["indicator_id"]] = Caveat(entry["text"], entry["source"])
     return InspectionMapping(config["mapping_version"], config["framework"], config["disclaimer"],
-                             dict(key_questions), tuple(mappings), unmapped)
+                             dict(key_questions), tuple(mappings), unmapped, caveats)
 
 
 @cache
@@ -134,7 +158,7 @@ def sparkline_svg(points: list[tuple[date, float | None]], *, title: str, width:
 
 
 def _evidence(indicator_id: str, current: MappingType[str, Any] | None, history: list[MappingType[str, Any]],
-              *, window_days: int, today: date) -> dict[str, Any]:
+              *, window_days: int, today: date, caveat: Caveat | None) -> dict[str, Any]:
     days = [today - timedelta(days=offset) for offset in range(window_days - 1, -1, -1)]
     by_day = {row["day"]: row for row in history}
     points = [(day, by_day[day]["value"] if day in by_day else None) for day in days]
@@ -170,6 +194,8 @@ def _evidence(indicator_id: str, current: MappingType[str, Any] | None, history:
         "trend_points": [{"day": day, "value": value} for day, value in points],
         "trend_svg": sparkline_svg(points, title=title),
         "gaps": gaps,
+        "extension": indicator_id in EXTENSION_INDICATOR_IDS,
+        "caveat": None if caveat is None else {"text": caveat.text, "source": caveat.source},
     }
 
 
@@ -185,16 +211,20 @@ def _view(statuses: list[str]) -> str:
 
 def build_inspection(location: MappingType[str, Any], current: dict[str, MappingType[str, Any]],
                      history: dict[str, list[MappingType[str, Any]]], *, mapping: InspectionMapping,
-                     window_days: int, today: date, generated_at: datetime) -> dict[str, Any]:
-    """The mock inspection of one location from its (access-filtered) current and daily indicator views."""
+                     window_days: int, today: date, generated_at: datetime,
+                     capacity: MappingType[str, Any] | None = None) -> dict[str, Any]:
+    """The mock inspection of one location from its (access-filtered) current and daily indicator views and
+    capacity view."""
+    shown = [m for m in mapping.mappings
+             if not m.when_reported or m.indicator_id in current or history.get(m.indicator_id)]
     evidence = {
         indicator_id: _evidence(indicator_id, current.get(indicator_id), history.get(indicator_id, []),
-                                window_days=window_days, today=today)
-        for indicator_id in dict.fromkeys(m.indicator_id for m in mapping.mappings)
+                                window_days=window_days, today=today, caveat=mapping.caveats.get(indicator_id))
+        for indicator_id in dict.fromkeys(m.indicator_id for m in shown)
     }
     key_questions = []
     for kq_id, kq_title in mapping.key_questions.items():
-        rows = [m for m in mapping.mappings if m.key_question == kq_id]
+        rows = [m for m in shown if m.key_question == kq_id]
         statements: dict[str, list[dict[str, Any]]] = {}
         for row in rows:
             statements.setdefault(row.quality_statement, []).append(
@@ -222,6 +252,7 @@ def build_inspection(location: MappingType[str, Any], current: dict[str, Mapping
         "framework": mapping.framework,
         "window_days": window_days,
         "generated_at": generated_at,
+        "capacity": None if capacity is None else dict(capacity),
         "key_questions": key_questions,
         "gaps": gaps,
     }

@@ -15,6 +15,19 @@ regulator:
 
 A zero is shown, not suppressed: small-cell suppression protects the few people a small count could point
 to, and a zero points to nobody.
+
+Live capacity (issue 11), by the same rule: what is suppressed is a small count of *people*, never a count of
+beds or hours.
+
+- A care home's beds (maximum, occupied, reserved for residents in hospital, vacant, over the maximum) are
+  shown exactly, to every role. They count beds, not events in anyone's care; they are the bed fields every
+  care home already returns, per home, to the DHSC Capacity Tracker (§1.5, [C24]); and a discharge team
+  needs "1 vacant bed", not "suppressed". Withholding occupied or reserved alone would protect nothing:
+  maximum − vacant gives back the beds in use.
+- A homecare agency's ``people_receiving_care`` is a count of people, like an indicator's denominator, and
+  no Capacity Tracker field in §1.5 covers it: below the threshold it is ``"suppressed"`` for the regulator.
+  Nothing else in the view gives it back (the hours are totals, not per person), so nothing else is
+  withheld with it.
 """
 
 from __future__ import annotations
@@ -63,4 +76,22 @@ def indicator_view(row: Mapping[str, Any], *, regulator: bool, threshold: int) -
             value=None,
             suppressed=True,
         )
+    return view
+
+
+#: What a capacity view holds: the location, then the `carepulse.events.LocationCapacity` figures.
+CAPACITY_FIELDS = (
+    "location_id", "name", "provider_id", "setting", "as_of", "max_beds", "occupied_beds", "reserved_beds",
+    "vacant_beds", "over_max_beds", "people_receiving_care", "planned_hours_7d", "commissioned_hours_7d",
+    "commissioned_hours_not_planned",
+)
+
+
+def capacity_view(row: Mapping[str, Any], *, regulator: bool, threshold: int) -> dict[str, Any]:
+    """A location's capacity row (joined with its location) as the principal may see it (module docstring)."""
+    view = {name: row[name] for name in CAPACITY_FIELDS}
+    view["suppressed"] = False
+    people = row["people_receiving_care"]
+    if regulator and people is not None and is_small(people, threshold):
+        view.update(people_receiving_care=SUPPRESSED, suppressed=True)
     return view

@@ -125,6 +125,16 @@ def test_prometheus_reads_every_query_and_on_call_is_paged_for_a_red_score(broke
         red = observation_set(resident, location_id=location, occurred_at=events.utc_now(), **RED_VITALS)
         produce(broker.bootstrap, topics.OBSERVATION_SETS.name, [(resident.encode(), events.to_json(red))])
         produce(broker.bootstrap, topics.CARE_EVENTS.name, [(location.encode(), b'{"not": "an event"}')])
+        # Live capacity of a care home and a homecare agency, as the worker publishes it (issue 11).
+        for setting, figures in (("care_home", dict(max_beds=20, occupied_beds=18, reserved_beds=1, vacant_beds=1,
+                                                    over_max_beds=0)),
+                                 ("homecare", dict(people_receiving_care=12, planned_hours_7d=80.0,
+                                                   commissioned_hours_7d=100.0, commissioned_hours_not_planned=20.0))):
+            capacity = events.LocationCapacity(
+                event_id=uuid.uuid4(), occurred_at=events.utc_now(), received_at=events.utc_now(),
+                source=events.Source(gateway_id="worker-obs"), location_id=f"{location}-{setting.replace('_', '-')}",
+                setting=setting, profile_event_id=uuid.uuid4(), **figures)
+            produce(broker.bootstrap, topics.CAPACITY.name, [(capacity.location_id.encode(), events.to_json(capacity))])
 
         def targets_up() -> bool:
             try:  # Prometheus may still be starting

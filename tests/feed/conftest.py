@@ -29,42 +29,63 @@ NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 
 
 # -- databases ---------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """A throwaway PostgreSQL cluster run as the `postgres` user on a free port; yields a server URL
-    without a database name."""
-    if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
-    root = Path(tempfile.mkdtemp(prefix="carepulse-feed-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    data, port = root / "data", free_port()
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (Debian's server binaries) run as the `postgres` user on a free loopback
+    port, in a temporary directory; `stop` and `start` it again to take the database away from a client."""
 
-    def as_postgres(*command: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["runuser", "-u", "postgres", "--", *command], check=True, capture_output=True,
-                              text=True, timeout=60)
+    def __init__(self) -> None:
+        if not (PG_BIN / "initdb").exists() or shutil.which("runuser") is None:
+            pytest.skip("PostgreSQL server binaries not found in /usr/lib/postgresql/*/bin (apt-get install postgresql)")
+        self.root = Path(tempfile.mkdtemp(prefix="carepulse-feed-pg-"))
+        shutil.chown(self.root, "postgres", "postgres")
+        self.data, self.port = self.root / "data", free_port()
+        #: A server URL without a database name.
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}"
+        self._as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
 
-    as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-    as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "30",
-                "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off "
-                      "-c synchronous_commit=off -c full_page_writes=off", "start")
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-m",
+    def _as_postgres(self, program: str, *arguments: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / program), *arguments], check=True,
+                              capture_output=True, text=True, timeout=90)
+
+    def start(self) -> None:
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.root / "server.log"), "-w", "-t", "60",
+                          "-o", f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off "
+                                "-c synchronous_commit=off -c full_page_writes=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` disconnects the clients and shuts down cleanly; ``immediate`` is a crash (recovery at start)."""
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
+
+    def create_database(self) -> str:
+        """A new, empty database; its URL."""
+        name = f"feed_{uuid.uuid4().hex[:12]}"
+        admin = db.make_engine(f"{self.url}/postgres")
+        with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(f"CREATE DATABASE {name}")
+        admin.dispose()
+        return f"{self.url}/{name}"
+
+    def remove(self) -> None:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(self.data), "-m",
                         "immediate", "stop"], capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresCluster]:
+    """The session's throwaway PostgreSQL cluster."""
+    cluster = PostgresCluster()
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
 
 
 def _new_database(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'feed.sqlite3'}"
-    server = request.getfixturevalue("postgres_server")
-    name = f"feed_{uuid.uuid4().hex[:12]}"
-    admin = db.make_engine(f"{server}/postgres")
-    with admin.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql(f"CREATE DATABASE {name}")
-    admin.dispose()
-    return f"{server}/{name}"
+    return request.getfixturevalue("postgres_server").create_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -97,6 +118,16 @@ def indicator_update(location_id: str, indicator_id: str = "escalation_timelines
         details={"late": 1}, rules_version="carepulse-quality.1",
     )
     return events.IndicatorUpdate(**{**fields, **overrides})
+
+
+def location_capacity(location_id: str, setting: str = "care_home", *, occurred_at: datetime = NOW,
+                      **figures) -> events.LocationCapacity:
+    """A `LocationCapacity` as the worker publishes it; `figures` are its bed, people and hours fields."""
+    return events.LocationCapacity(
+        event_id=uuid.uuid4(), occurred_at=occurred_at, received_at=occurred_at,
+        source=events.Source(gateway_id="worker-test"), location_id=location_id, setting=setting,
+        profile_event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"profile/{location_id}"), **figures,
+    )
 
 
 def escalation(location_id: str, resident_id: str, *, risk: str = "high", status: str = "raised",

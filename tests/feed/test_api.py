@@ -1,5 +1,5 @@
 """The feed API against a real database (SQLite and PostgreSQL), in-process: the auth matrix, suppression,
-pagination, ETags, FHIR, the mock inspection, errors and the audit log."""
+pagination, ETags, live capacity, issue 11's indicators, FHIR, the mock inspection, errors and the audit log."""
 
 from __future__ import annotations
 
@@ -17,11 +17,19 @@ from carepulse import topics
 from carepulse.settings import Settings
 from feed import auth, db
 from feed.api import create_feed_app
-from feed.ingest import store_escalation, store_indicator
-from tests.feed.conftest import NOW, escalation, indicator_update, key
+from feed.ingest import store_capacity, store_escalation, store_indicator
+from tests.feed.conftest import NOW, escalation, indicator_update, key, location_capacity
 
 LOC_A, LOC_B, LOC_U = "loc-home-a", "loc-home-b", "loc-learned"
 RESIDENTS = {LOC_A: [f"res-a{i}" for i in range(7)], LOC_B: [f"res-b{i}" for i in range(7)], LOC_U: ["res-u0"]}
+#: Live capacity: Alder House a care home with one vacant bed and two residents in hospital, Birch Court a
+#: homecare agency caring for three people (a small count), the learned location a full care home.
+CAPACITY = {
+    LOC_A: dict(setting="care_home", max_beds=30, occupied_beds=27, reserved_beds=2, vacant_beds=1, over_max_beds=0),
+    LOC_B: dict(setting="homecare", people_receiving_care=3, planned_hours_7d=120.5, commissioned_hours_7d=140.0,
+                commissioned_hours_not_planned=19.5),
+    LOC_U: dict(setting="care_home", max_beds=10, occupied_beds=10, reserved_beds=0, vacant_beds=0, over_max_beds=0),
+}
 
 
 def seed(engine) -> None:
@@ -34,6 +42,11 @@ def seed(engine) -> None:
             store_indicator(conn, indicator_update(location, "falls_rate", numerator=2, denominator=400, status="amber",
                                                    value=5.0, direction="lower_is_better", title="Falls rate",
                                                    unit="falls per 1,000 occupied bed days"), key=None, now=NOW)
+            # An issue-11 indicator, published like the others: 1 long gap in 40.
+            store_indicator(conn, indicator_update(location, "travel_time", numerator=1, denominator=40,
+                                                   direction="lower_is_better", title="Homecare travel between visits",
+                                                   unit="% of travel gaps"), key=None, now=NOW)
+            store_capacity(conn, location_capacity(location, **CAPACITY[location]), now=NOW)
             for days_ago in range(1, 6):
                 day = (NOW - timedelta(days=days_ago)).date().isoformat()
                 snapshot = indicator_update(location, kind="daily_snapshot", numerator=15 + days_ago,
@@ -82,6 +95,12 @@ ENDPOINTS = [
     ("/v1/locations/{loc}/fhir/MeasureReport/falls_rate", True),
     ("/v1/locations/{loc}/inspection", True),
     ("/v1/locations/{loc}/inspection.html", True),
+    ("/v1/locations/{loc}/indicators/urinalysis_timeliness/history?from=2026-11-01&to=2026-11-23", True),
+    ("/v1/fhir/Measure/carer_continuity", False),
+    ("/v1/locations/{loc}/fhir/MeasureReport/travel_time", True),
+    ("/v1/capacity", False),
+    ("/v1/capacity?setting=care_home&min_vacant_beds=0", False),
+    ("/v1/locations/{loc}/capacity", True),
 ]
 OWNER = {LOC_A: "provider_a", LOC_B: "provider_b"}
 
@@ -219,7 +238,8 @@ def test_fhir_resources_validate_and_code_news2_with_snomed(client):
     bundle = Bundle.model_validate(client.get(f"/v1/locations/{LOC_A}/fhir/MeasureReport", headers=headers).json())
     reports = [MeasureReport.model_validate(e.resource.model_dump()) for e in bundle.entry]
     assert {r.measure for r in reports} == {"http://127.0.0.1:8480/fhir/Measure/escalation-timeliness",
-                                            "http://127.0.0.1:8480/fhir/Measure/falls-rate"}
+                                            "http://127.0.0.1:8480/fhir/Measure/falls-rate",
+                                            "http://127.0.0.1:8480/fhir/Measure/travel-time"}
     report = client.get(f"/v1/locations/{LOC_A}/fhir/MeasureReport/escalation_timeliness", headers=headers).json()
     assert report["type"] == "summary" and report["group"][0]["measureScore"]["value"] == 95.0
     assert [p["count"] for p in report["group"][0]["population"]] == [19, 20]
@@ -287,3 +307,173 @@ def test_health_needs_no_key_and_reports_the_consumer(client):
         "consumer": {"state": "disabled", "detail": None, "last_message_at": None, "messages_stored": 0,
                      "invalid_messages": 0, "assigned_partitions": []}}
     assert json.loads(client.get("/openapi.json").text)["info"]["title"] == "carepulse regulator feed"
+
+
+# -- live capacity (issue 11) --------------------------------------------------------------------------------
+def _capacity(client, who: str, query: str = "") -> dict:
+    response = client.get(f"/v1/capacity{query}", headers=client.keys[who])
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _where(page: dict) -> list[str]:
+    return [item["location_id"] for item in page["items"]]
+
+
+def test_capacity_lists_vacancies_first_with_the_capacity_tracker_bed_fields(client):
+    page = _capacity(client, "regulator")
+    assert [(i["location_id"], i["setting"], i["vacant_beds"], i["commissioned_hours_not_planned"])
+            for i in page["items"]] == [(LOC_A, "care_home", 1, None), (LOC_U, "care_home", 0, None),
+                                        (LOC_B, "homecare", None, 19.5)]
+    assert (page["total"], page["next_offset"]) == (3, None)
+    assert page["items"][0] == {
+        "location_id": LOC_A, "name": "Alder House", "provider_id": "prov-a", "setting": "care_home",
+        "as_of": "2026-11-23T09:00:00+00:00", "max_beds": 30, "occupied_beds": 27, "reserved_beds": 2, "vacant_beds": 1,
+        "over_max_beds": 0, "people_receiving_care": None, "planned_hours_7d": None, "commissioned_hours_7d": None,
+        "commissioned_hours_not_planned": None, "suppressed": False,
+    }
+    assert page["items"][1]["provider_id"] is None  # learned from a topic, not registered
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("?min_vacant_beds=1", [LOC_A]),
+    ("?min_vacant_beds=0", [LOC_A, LOC_U]),
+    ("?min_vacant_beds=2", []),
+    ("?setting=homecare", [LOC_B]),
+    ("?setting=care_home", [LOC_A, LOC_U]),
+    ("?min_hours_not_planned=19.5", [LOC_B]),
+    ("?min_hours_not_planned=20", []),
+    ("?setting=homecare&min_vacant_beds=0", []),  # a homecare agency has no beds
+])
+def test_capacity_filters_for_a_discharge_team(client, query, expected):
+    assert _where(_capacity(client, "regulator", query)) == expected
+
+
+def test_capacity_pages_are_stable_and_errors_are_json(client):
+    first = _capacity(client, "regulator", "?limit=2")
+    rest = _capacity(client, "regulator", "?limit=2&offset=2")
+    assert (_where(first), first["next_offset"], _where(rest), rest["next_offset"]) == (
+        [LOC_A, LOC_U], 2, [LOC_B], None)
+    for query, field in (("?min_vacant_beds=-1", "min_vacant_beds"), ("?setting=hospital", "setting"),
+                         ("?min_hours_not_planned=nan", "min_hours_not_planned"), ("?vacant=1", "vacant")):
+        response = client.get(f"/v1/capacity{query}", headers=client.keys["regulator"])
+        assert response.status_code == 422 and response.json()["details"][0]["field"] == field, query
+
+
+def test_each_provider_sees_only_its_own_capacity(client):
+    assert _where(_capacity(client, "provider_a")) == [LOC_A]
+    mine = _capacity(client, "provider_b")
+    assert _where(mine) == [LOC_B] and mine["items"][0]["people_receiving_care"] == 3
+    assert client.get(f"/v1/locations/{LOC_B}/capacity", headers=client.keys["provider_a"]).status_code == 404
+
+
+def test_capacity_suppresses_small_counts_of_people_never_beds(client):
+    """feed.privacy: a homecare agency's three people are suppressed for the regulator; a care home's one vacant
+    bed and two residents in hospital are bed counts, shown exactly."""
+    regulator = client.get(f"/v1/locations/{LOC_B}/capacity", headers=client.keys["regulator"]).json()
+    assert (regulator["people_receiving_care"], regulator["suppressed"], regulator["planned_hours_7d"],
+            regulator["commissioned_hours_not_planned"]) == ("suppressed", True, 120.5, 19.5)
+    provider = client.get(f"/v1/locations/{LOC_B}/capacity", headers=client.keys["provider_b"]).json()
+    assert (provider["people_receiving_care"], provider["suppressed"]) == (3, False)
+    beds = client.get(f"/v1/locations/{LOC_A}/capacity", headers=client.keys["regulator"]).json()
+    assert (beds["reserved_beds"], beds["vacant_beds"], beds["occupied_beds"], beds["suppressed"]) == (2, 1, 27, False)
+
+
+def test_a_location_without_capacity_answers_404_and_a_newer_capacity_changes_the_etag(client, engine):
+    auth.register_location(engine, "loc-home-c", provider_id="prov-a", name="Cedar Lodge", now=NOW)
+    response = client.get("/v1/locations/loc-home-c/capacity", headers=client.keys["provider_a"])
+    assert response.status_code == 404
+    assert response.json() == {"error": "no capacity reported for location loc-home-c yet"}
+
+    headers = client.keys["regulator"]
+    first = client.get("/v1/capacity", headers=headers)
+    assert client.get("/v1/capacity", headers={**headers, "If-None-Match": first.headers["etag"]}).status_code == 304
+    with engine.begin() as conn:
+        older = location_capacity(LOC_A, occurred_at=NOW - timedelta(hours=1), max_beds=30, occupied_beds=20,
+                                  reserved_beds=0, vacant_beds=10, over_max_beds=0)
+        assert store_capacity(conn, older, now=NOW) is False  # older than the stored figures: ignored
+    assert client.get("/v1/capacity", headers={**headers, "If-None-Match": first.headers["etag"]}).status_code == 304
+    with engine.begin() as conn:
+        newer = location_capacity(LOC_A, occurred_at=NOW + timedelta(minutes=5), max_beds=30, occupied_beds=28,
+                                  reserved_beds=2, vacant_beds=0, over_max_beds=0)
+        assert store_capacity(conn, newer, now=NOW) is True
+    changed = client.get("/v1/capacity?min_vacant_beds=1", headers={**headers, "If-None-Match": first.headers["etag"]})
+    assert changed.status_code == 200 and _where(changed.json()) == []
+
+
+# -- issue 11's indicators -----------------------------------------------------------------------------------
+def _urinalysis(location: str, **fields):
+    return indicator_update(location, "urinalysis_timeliness", title="Urinalysis after an amber NEWS2 episode",
+                            unit="% of amber episodes", **fields)
+
+
+def test_issue_11_indicators_are_served_like_the_others(client, engine):
+    headers = client.keys["provider_a"]
+    with engine.begin() as conn:
+        for days_ago in (1, 2):
+            day = (NOW - timedelta(days=days_ago)).date().isoformat()
+            snapshot = _urinalysis(LOC_A, kind="daily_snapshot", numerator=4 + days_ago, denominator=8,
+                                   window_end=NOW - timedelta(days=days_ago))
+            store_indicator(conn, snapshot, key=topics.indicator_history_key(LOC_A, "urinalysis_timeliness", day),
+                            now=NOW)
+    history = client.get(f"/v1/locations/{LOC_A}/indicators/urinalysis_timeliness/history?from=2026-11-20",
+                         headers=headers).json()
+    assert [(p["day"], p["numerator"], p["title"]) for p in history["items"]] == [
+        ("2026-11-21", 6.0, "Urinalysis after an amber NEWS2 episode"),
+        ("2026-11-22", 5.0, "Urinalysis after an amber NEWS2 episode")]
+
+    measure = client.get("/v1/fhir/Measure/urinalysis_timeliness", headers=headers).json()
+    resource = Measure.model_validate(measure)
+    assert "not recommended" in resource.usage and "[U3]" in resource.usage
+    assert resource.topic[0].coding[0].code == "1104051000000101"  # its population is amber NEWS2 episodes
+    continuity = Measure.model_validate(client.get("/v1/fhir/Measure/carer_continuity", headers=headers).json())
+    assert continuity.usage is None and continuity.experimental is True  # proposed thresholds: a draft
+    assert (continuity.status, continuity.improvementNotation.coding[0].code) == ("draft", "decrease")
+
+    report = client.get(f"/v1/locations/{LOC_A}/fhir/MeasureReport/travel_time", headers=headers).json()
+    assert [p["count"] for p in report["group"][0]["population"]] == [1, 40]
+    assert report["group"][0]["measureScore"]["value"] == 2.5
+    masked = client.get(f"/v1/locations/{LOC_A}/fhir/MeasureReport/travel_time", headers=client.keys["regulator"]).json()
+    assert masked["group"][0]["population"][0]["_count"]["extension"][0]["valueCode"] == "masked"
+
+
+def _evidence(report: dict) -> dict[str, dict]:
+    return {e["indicator_id"]: e for kq in report["key_questions"] for statement in kq["quality_statements"]
+            for e in statement["evidence"]}
+
+
+def test_the_inspection_marks_issue_11_indicators_and_shows_capacity(client):
+    headers = client.keys["provider_a"]
+    report = client.get(f"/v1/locations/{LOC_A}/inspection", headers=headers).json()
+    evidence = _evidence(report)
+    assert [(i, evidence[i]["extension"], evidence[i]["status"]) for i in ("falls_rate", "travel_time", "carer_continuity")] == [
+        ("falls_rate", False, "amber"), ("travel_time", True, "green"), ("carer_continuity", True, "no_data")]
+    # The urinalysis pathway is off by default: no value, so neither evidence nor a gap in the provider's data.
+    assert "urinalysis_timeliness" not in evidence
+    assert "urinalysis_timeliness" not in [g["indicator_id"] for g in report["gaps"]]
+    assert report["mapping_version"] == "carepulse-saf-mapping.2"
+    assert (report["capacity"]["setting"], report["capacity"]["vacant_beds"]) == ("care_home", 1)
+
+    html = client.get(f"/v1/locations/{LOC_A}/inspection.html", headers=headers).text
+    assert html.count("new indicator, proposed thresholds") == 2  # travel time and continuity of carers
+    assert "Live capacity" in html and "<th scope=\"col\">Reserved (in hospital)</th>" in html
+    assert "<td>30</td><td>27</td><td>2</td><td>1</td>" in html
+
+    regulator = client.get(f"/v1/locations/{LOC_B}/inspection", headers=client.keys["regulator"]).json()
+    assert (regulator["capacity"]["people_receiving_care"], regulator["capacity"]["suppressed"]) == ("suppressed", True)
+    page = client.get(f"/v1/locations/{LOC_B}/inspection.html", headers=client.keys["regulator"]).text
+    assert "<td>suppressed</td><td>120.5</td><td>140.0</td><td>19.5</td>" in page
+
+
+def test_a_reported_urinalysis_value_is_shown_with_its_clinical_caveat(client, engine):
+    with engine.begin() as conn:
+        store_indicator(conn, _urinalysis(LOC_A, numerator=5, denominator=6, status="amber"), key=None, now=NOW)
+    headers = client.keys["provider_a"]
+    evidence = _evidence(client.get(f"/v1/locations/{LOC_A}/inspection", headers=headers).json())
+    urinalysis = evidence["urinalysis_timeliness"]
+    assert (urinalysis["extension"], urinalysis["status"]) == (True, "amber")
+    assert urinalysis["caveat"]["text"].startswith("Clinical caveat: urine dipstick tests are not recommended")
+    assert "[U3]" in urinalysis["caveat"]["source"] and "cqc_domain.md §2.2 row 13" in urinalysis["caveat"]["source"]
+    assert urinalysis["mapping_source"].startswith("cqc_domain.md §1.3, row Safe / Safe systems")
+    html = client.get(f"/v1/locations/{LOC_A}/inspection.html", headers=headers).text
+    assert html.count('class="caveat"') == 1 and "not recommended to diagnose urinary tract infection" in html

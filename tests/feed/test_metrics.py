@@ -1,5 +1,5 @@
-"""The feed's metrics, read from a fresh `FeedMetrics` per test: the state gauges (current indicators, open
-escalations by state) from what was consumed through the real broker and from the database at start, the
+"""The feed's metrics, read from a fresh `FeedMetrics` per test: the state gauges (current indicators, live
+capacity, open escalations by state) from what was consumed through the real broker and from the database at start, the
 pending -> overdue transition on the timer, HTTP requests by route template, and the /metrics endpoint of
 `carepulse feed serve` as a real process."""
 
@@ -31,6 +31,7 @@ from tests.feed.conftest import (
     feed_settings,
     indicator_update,
     key,
+    location_capacity,
     unique,
     wait_for,
 )
@@ -102,6 +103,15 @@ def test_consumed_indicators_and_escalations_set_the_state_gauges(broker, engine
         assert metrics.value("carepulse_escalations_oldest_unacknowledged_seconds",
                              location_id=location, risk="high") == 0
 
+        # Live capacity (issue 11): the newest figures of the location, in hours as seconds.
+        capacity = location_capacity(location, "homecare", occurred_at=NOW + timedelta(hours=1),
+                                     people_receiving_care=9, planned_hours_7d=61.5)
+        produce(broker.bootstrap, topics.CAPACITY.name, [(location.encode(), events.to_json(capacity))])
+        wait_for(lambda: metrics.value("carepulse_capacity_people_receiving_care", location_id=location) == 9)
+        assert metrics.value("carepulse_capacity_planned_care_seconds", location_id=location) == 61.5 * 3600
+        assert metrics.value("carepulse_capacity_as_of_timestamp_seconds", location_id=location) == \
+            (NOW + timedelta(hours=1)).timestamp()
+
         produce(broker.bootstrap, topics.INDICATORS.name, [(b"x", b"not json")])
         wait_for(lambda: (metrics.value("carepulse_feed_invalid_messages_total", topic="indicators",
                                         reason="invalid_event") or 0) >= 1)
@@ -111,9 +121,10 @@ def test_consumed_indicators_and_escalations_set_the_state_gauges(broker, engine
         assert _sum(metrics, "carepulse_feed_event_latency_seconds_count") == \
             _sum(metrics, "carepulse_feed_events_in_total")
         assert metrics.value("carepulse_feed_events_in_total", topic="escalations") >= 2
-        # Caught up: nothing left to consume on any of the three topics.
+        assert metrics.value("carepulse_feed_events_in_total", topic="capacity") >= 1
+        # Caught up: nothing left to consume on any of the four topics.
         wait_for(lambda: all(metrics.value("carepulse_feed_consumer_lag_messages", topic=topic) == 0
-                             for topic in ("indicators", "indicators.history", "escalations")))
+                             for topic in ("indicators", "indicators.history", "escalations", "capacity")))
 
 
 # -- one batch, as the consumer stores it -------------------------------------------------------------------
@@ -157,6 +168,10 @@ def test_a_started_feed_exports_the_state_in_its_database_at_once(engine):
         assert _open(metrics, LOC_A, "medium") == {"pending": 0, "overdue": 0, "acknowledged": 6}
         assert metrics.value("carepulse_indicator_window_end_timestamp_seconds", location_id=LOC_A) == \
             NOW.timestamp()
+        assert metrics.value("carepulse_capacity_beds", location_id=LOC_A, state="vacant") == 1
+        assert metrics.value("carepulse_capacity_max_beds", location_id=LOC_A) == 30
+        # The gauges are for operations, like the indicator gauges: no small-number suppression.
+        assert metrics.value("carepulse_capacity_people_receiving_care", location_id=LOC_B) == 3
 
 
 def test_open_escalations_turn_overdue_on_the_timer_as_the_clock_passes_the_deadline(engine):

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from carepulse import events, metrics, topics
-from indicators.quality import INDICATOR_IDS
+from indicators.quality import ALL_INDICATOR_IDS, EXTENSION_INDICATOR_IDS
 from tests.factories import T0
 
 NAME = re.compile(r"^carepulse_[a-z0-9_]+$")
@@ -96,6 +96,7 @@ def test_label_values_are_bounded_by_the_code_catalogs():
     assert metrics.TOPIC_NAMES == tuple(spec.name for spec in topics.CATALOG)
     assert metrics.RISKS == events.EscalationRisk.__args__
     assert metrics.indicator_label("falls_rate") == "falls_rate"
+    assert [metrics.indicator_label(i) for i in EXTENSION_INDICATOR_IDS] == list(EXTENSION_INDICATOR_IDS)
     assert metrics.indicator_label("made_up") == "other"
     assert metrics.topic_label("nope") == "other"
     assert metrics.stage_label("worker.resident") == "worker.resident"
@@ -257,9 +258,9 @@ def test_daily_snapshots_do_not_move_the_current_gauges():
 
 def test_indicator_rag_codes_cover_every_indicator():
     feed = metrics.FeedMetrics()
-    for indicator_id in INDICATOR_IDS:
+    for indicator_id in ALL_INDICATOR_IDS:
         feed.set_indicator(_indicator(indicator_id=indicator_id, status="amber"))
-    for indicator_id in INDICATOR_IDS:
+    for indicator_id in ALL_INDICATOR_IDS:
         assert feed.value("carepulse_indicator_status", location_id="loc-a", indicator_id=indicator_id) == 1
 
 
@@ -288,19 +289,68 @@ def test_open_escalations_by_location_risk_and_state_with_zero_fill():
     assert value("carepulse_escalations_open", location_id="loc-b", risk="low-medium", state="pending") == 0
 
 
-def test_location_cardinality_is_32_series_per_location():
+def _capacity(location_id: str = "loc-a", setting: str = "care_home", **figures) -> events.LocationCapacity:
+    return events.LocationCapacity(
+        event_id=uuid.uuid4(), occurred_at=T0, received_at=T0, source=_source(), location_id=location_id,
+        setting=setting, profile_event_id=uuid.uuid4(), **figures)
+
+
+class _Row:
+    """A ``feed_capacity`` row as the feed reads it (``as_of`` for the event's occurred_at)."""
+
+    def __init__(self, event: events.LocationCapacity) -> None:
+        self.__dict__.update(event.model_dump(), as_of=event.occurred_at)
+
+
+def test_set_capacity_exports_a_care_homes_beds_and_a_homecare_agencys_hours():
+    feed = metrics.FeedMetrics()
+    feed.set_capacity(_Row(_capacity(max_beds=30, occupied_beds=27, reserved_beds=2, vacant_beds=1, over_max_beds=0)))
+    feed.set_capacity(_Row(_capacity("loc-h", "homecare", people_receiving_care=12, planned_hours_7d=80.5,
+                                     commissioned_hours_7d=100.0, commissioned_hours_not_planned=19.5)))
+    beds = {state: feed.value("carepulse_capacity_beds", location_id="loc-a", state=state) for state in metrics.BED_STATES}
+    assert beds == {"occupied": 27, "reserved": 2, "vacant": 1}
+    assert feed.value("carepulse_capacity_max_beds", location_id="loc-a") == 30
+    assert feed.value("carepulse_capacity_people_receiving_care", location_id="loc-a") is None
+    assert feed.value("carepulse_capacity_people_receiving_care", location_id="loc-h") == 12
+    assert feed.value("carepulse_capacity_planned_care_seconds", location_id="loc-h") == 80.5 * 3600
+    assert feed.value("carepulse_capacity_commissioned_care_seconds", location_id="loc-h") == 100 * 3600
+    assert feed.value("carepulse_capacity_beds", location_id="loc-h", state="vacant") is None
+    assert feed.value("carepulse_capacity_as_of_timestamp_seconds", location_id="loc-h") == T0.timestamp()
+
+
+def test_a_location_never_exports_figures_its_newest_capacity_no_longer_has():
+    feed = metrics.FeedMetrics()
+    feed.set_capacity(_Row(_capacity("loc-h", "homecare", people_receiving_care=12, planned_hours_7d=80.5,
+                                     commissioned_hours_7d=100.0, commissioned_hours_not_planned=19.5)))
+    feed.set_capacity(_Row(_capacity("loc-h", "homecare", people_receiving_care=11, planned_hours_7d=70.0)))
+    assert feed.value("carepulse_capacity_commissioned_care_seconds", location_id="loc-h") is None
+    assert feed.value("carepulse_capacity_people_receiving_care", location_id="loc-h") == 11
+    # Re-registered as a care home: the homecare series go.
+    feed.set_capacity(_Row(_capacity("loc-h", max_beds=4, occupied_beds=4, reserved_beds=0, vacant_beds=0,
+                                     over_max_beds=0)))
+    assert feed.value("carepulse_capacity_people_receiving_care", location_id="loc-h") is None
+    assert feed.value("carepulse_capacity_planned_care_seconds", location_id="loc-h") is None
+    assert feed.value("carepulse_capacity_max_beds", location_id="loc-h") == 4
+
+
+def test_location_cardinality_is_at_most_44_series_per_location():
     feed = metrics.FeedMetrics()
     for location in ("loc-1", "loc-2"):
-        for indicator_id in INDICATOR_IDS:
+        for indicator_id in ALL_INDICATOR_IDS:
             feed.set_indicator(_indicator(location_id=location, indicator_id=indicator_id))
+    feed.set_capacity(_Row(_capacity("loc-1", max_beds=30, occupied_beds=27, reserved_beds=2, vacant_beds=1,
+                                     over_max_beds=0)))
+    feed.set_capacity(_Row(_capacity("loc-2", "homecare", people_receiving_care=12, planned_hours_7d=80.5,
+                                     commissioned_hours_7d=100.0, commissioned_hours_not_planned=19.5)))
     feed.set_open_escalations([], T0)
     per_location: dict[str, int] = {}
     for family in feed.registry.collect():
         for sample in family.samples:
             if "location_id" in sample.labels:
                 per_location[sample.labels["location_id"]] = per_location.get(sample.labels["location_id"], 0) + 1
-    # 10 values + 10 statuses + 1 window end + 9 open + 3 oldest.
-    assert per_location == {"loc-1": 33, "loc-2": 33}
+    # 13 values + 13 statuses + 1 window end + 9 open + 3 oldest, and the capacity: a care home's 3 bed states,
+    # maximum and as-of time; a homecare agency's people, planned and commissioned care and as-of time.
+    assert per_location == {"loc-1": 44, "loc-2": 43}
 
 
 def test_feed_http_and_invalid_messages():
