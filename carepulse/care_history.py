@@ -23,7 +23,21 @@ these feed, and the anchors the default rates come from):
   go, in arrival order, to a free regular carer, else to any free carer of the agency, else to cover staff,
   a carer being free once their last visit ended and they travelled to the next (continuity of carers and
   travel between visits, issue 11). Carers are drawn from a random source of their own, so the rostering
-  settings change who visits, never what happens at a visit.
+  settings change who visits, never what happens at a visit;
+- every location publishes what it is registered or commissioned for (``events.LocationProfile``: a care
+  home's registered beds, an agency's commissioned hours a week) at the start, and again when a care home
+  registers more beds (``BedRegistration``), whose new beds are then filled from a waiting list: with the
+  admissions, hospital stays and discharges this moves the live capacity (issue 11);
+- care homes that follow the Care City test-bed pathway [R8] (``urinalysis_share`` above 0) take a urine
+  dipstick test for a share of the NEWS2 escalation episodes that reach a risk the quality rules'
+  ``urinalysis_pathway`` acts on (amber: low-medium or medium), after a lognormal delay, so some results
+  come within the ``urinalysis_timeliness`` target, some after it and some never. NICE and UKHSA advise
+  against dipstick diagnosis of UTI in people over 65 (cqc_domain.md §2.2 row 13, [U3]), so by default no
+  location does.
+
+Features added after the first (profiles, urinalysis) draw from random sources of their own and number
+their events in series of their own (`_Step.emit`'s `stream`), so adding them to a location leaves the
+other events of the same seed as they were, until they change who is in a bed.
 
 The live vital-signs simulator (`carepulse.simulation.CareHome`) names residents the same way (`person_id`),
 so the demo's live residents res-oakwood-001 to 005 are admitted residents of the oakwood history.
@@ -31,18 +45,20 @@ so the demo's live residents res-oakwood-001 to 005 are admitted residents of th
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
 import random
 import uuid
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
 from typing import Literal
 
 from carepulse import events, topics
-from indicators import escalation, news2
+from indicators import escalation, news2, quality
 from indicators.quality import CARE_TZ
 
 #: The simulated step: every location's activity is drawn 15 minutes at a time.
@@ -96,6 +112,25 @@ _ACTIONS = {
     news2.Risk.MEDIUM: "Called NHS 111; GP visit arranged, observations hourly.",
     news2.Risk.HIGH: "Called 999: ambulance requested, resident monitored until it arrived.",
 }
+#: Urine dipstick grades of the residents tested: mostly negative. Illustrative shares, not published ones
+#: (a positive leukocyte or nitrite pad is common without infection in older people, one reason dipsticks
+#: are not advised over 65 [U3]).
+_DIPSTICK_GRADE_SHARES: dict[str, tuple[tuple[str, float], ...]] = {
+    "leukocytes": (("negative", 0.6), ("trace", 0.14), ("+", 0.12), ("++", 0.09), ("+++", 0.05)),
+    "blood": (("negative", 0.78), ("trace", 0.1), ("+", 0.07), ("++", 0.04), ("+++", 0.01)),
+    "protein": (("negative", 0.72), ("trace", 0.15), ("+", 0.09), ("++", 0.03), ("+++", 0.01)),
+}
+_NITRITE_POSITIVE_SHARE = 0.12
+
+
+@dataclass(frozen=True)
+class BedRegistration:
+    """A care home registers more beds `after` the start of the activity (its profile is published again);
+    each new bed is taken by a resident from the waiting list a draw of `filled_within` after it."""
+
+    after: timedelta
+    registered_beds: int
+    filled_within: tuple[timedelta, timedelta] = (timedelta(days=1), timedelta(days=14))
 
 
 @dataclass(frozen=True)
@@ -113,6 +148,13 @@ class LocationProfile:
     gateway_id: str = "gw-demo-1"
     #: The first people never leave (no discharge, no hospital): the live demo simulates their vital signs.
     permanent_people: int = 0
+    #: The name in the location's published profile.
+    name: str | None = None
+
+    # Capacity (issue 11), published as the location's `events.LocationProfile`: a care home is registered
+    # for `people` beds, then for those of each registration in turn; an agency states its commissioned hours.
+    bed_registrations: tuple[BedRegistration, ...] = ()
+    commissioned_hours_per_week: float | None = None
 
     # Occupancy (care homes)
     discharges_per_1000_days: float = 1.5
@@ -155,6 +197,15 @@ class LocationProfile:
     observation_late_share: float = 0.05
     acknowledgement_late_share: float = 0.05
 
+    # Urinalysis (issue 11): of the episodes reaching a risk the quality rules' urinalysis_pathway acts on,
+    # the share tested (the rest never are), the test's delay after the episode reached that risk (lognormal:
+    # median and spread, as call responses), and the share read by a smartphone reader rather than by eye.
+    # 0 by default: dipstick tests are not advised over 65 (cqc_domain.md §2.2 row 13, [U3]).
+    urinalysis_share: float = 0.0
+    urinalysis_delay_median_h: float = 2.0
+    urinalysis_delay_spread: float = 0.8
+    smartphone_reader_share: float = 0.6
+
     # Homecare: 1 in 10 visits start more than 30 min late [V5]; NICE QS123 missed visits [V1].
     visits_per_client_day: tuple[int, ...] = (2, 3, 3, 4)
     medication_client_share: float = 0.7
@@ -188,6 +239,24 @@ class LocationProfile:
         if not 1 <= self.regular_carers_per_client <= self.carers:
             raise ValueError(f"{self.location_id}: regular_carers_per_client must be between 1 and carers "
                              f"({self.carers}).")
+        if self.kind == "homecare" and self.bed_registrations:
+            raise ValueError(f"{self.location_id}: a homecare agency registers no beds.")
+        if self.kind == "care_home" and self.commissioned_hours_per_week is not None:
+            raise ValueError(f"{self.location_id}: commissioned_hours_per_week is for homecare agencies.")
+        beds, after = self.people, timedelta(0)
+        for registration in self.bed_registrations:
+            if registration.registered_beds <= beds or registration.after <= after:
+                raise ValueError(f"{self.location_id}: each bed registration must come later than the last and "
+                                 f"add beds (to more than {beds}).")
+            if not timedelta(0) <= registration.filled_within[0] <= registration.filled_within[1]:
+                raise ValueError(f"{self.location_id}: filled_within must be (earliest, latest), from 0.")
+            beds, after = registration.registered_beds, registration.after
+        for name in ("urinalysis_share", "smartphone_reader_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{self.location_id}: {name} must be between 0 and 1.")
+        if self.urinalysis_delay_median_h <= 0 or self.urinalysis_delay_spread < 0:
+            raise ValueError(f"{self.location_id}: the urinalysis delay needs a median above 0 and a spread "
+                             "of 0 or more.")
 
 
 def person_id(location_id: str, serial: int) -> str:
@@ -195,38 +264,67 @@ def person_id(location_id: str, serial: int) -> str:
     return f"res-{location_id[-7:]}-{serial:03d}"
 
 
+#: The care history the demo publishes before it goes live: the 28-day regulator-facing windows
+#: (cqc_domain.md §2.1) plus a week.
+DEMO_HISTORY = timedelta(days=35)
+
+
 def demo_profiles() -> list[LocationProfile]:
-    """The demo's four locations, each designed to show particular colours (cqc_domain.md §2.2 thresholds).
+    """The demo's five locations, each designed to show particular colours (cqc_domain.md §2.2 thresholds)
+    and capacity, over `DEMO_HISTORY` and then live.
 
     - oakwood: a good care home, mostly green; res-oakwood-001..005 stay (the live simulator's residents);
+      nearly every amber NEWS2 episode has its urinalysis within the target;
     - willows: a care home red on falls (16 per 1,000 OBD against red > 8) and hydration (about a third of
-      resident-days meet the target, red < 60 %);
-    - larches: a small home (22 beds, under the 40 of §2.1) red on call bells (median 5.5 min, p90 over 10);
+      resident-days meet the target, red < 60 %); it registers 4 more beds a minute after the history
+      ends, which residents from its waiting list take within minutes, so its capacity moves live;
+    - larches: a small home (22 beds, under the 40 of §2.1) red on call bells (median 5.5 min, p90 over 10),
+      and on urinalysis (a test for 70 % of amber episodes, a median of 4.5 h after the recommendation);
+      it registers 2 more beds on the 12th day, filled within a week;
     - careway: a homecare agency red on missed visits, late visits and missed medication doses, and on
       continuity of carers (teams of 6 from 20 carers, half the visits to whoever is free: nearly every
-      client sees more than 8 carers in 28 days) and travel (15-35 min between visits, a rural patch).
+      client sees more than 8 carers in 28 days) and travel (15-35 min between visits, a rural patch);
+      commissioned for barely more hours than it plans, so it is nearly at capacity;
+    - meadows: a small homecare agency, good on missed and late visits, with hours to spare.
     """
     return [
         LocationProfile(
-            "loc-demo-oakwood", "care_home", 36, permanent_people=5, falls_per_1000_days=3.0,
+            "loc-demo-oakwood", "care_home", 36, permanent_people=5, name="Oakwood House",
+            falls_per_1000_days=3.0,
             fall_harm_shares=(("none", 0.72), ("low", 0.25), ("moderate", 0.025), ("severe", 0.005)),
             fluid_consumed_vs_target=1.2, fluid_consumed_vs_target_sd=0.13, call_response_median_s=95,
             call_long_wait_share=0.005, observation_late_share=0.03, acknowledgement_late_share=0.0,
+            urinalysis_share=0.93, urinalysis_delay_median_h=2.0, urinalysis_delay_spread=0.6,
         ),
         LocationProfile(
-            "loc-demo-willows", "care_home", 40, falls_per_1000_days=16.0, fluid_offered_vs_target=1.35,
-            fluid_consumed_vs_target=0.92, fluid_consumed_vs_target_sd=0.16, call_response_median_s=150,
-            observation_late_share=0.12, acknowledgement_late_share=0.1,
+            "loc-demo-willows", "care_home", 40, name="The Willows", falls_per_1000_days=16.0,
+            fluid_offered_vs_target=1.35, fluid_consumed_vs_target=0.92, fluid_consumed_vs_target_sd=0.16,
+            call_response_median_s=150, observation_late_share=0.12, acknowledgement_late_share=0.1,
+            bed_registrations=(BedRegistration(DEMO_HISTORY + timedelta(minutes=1), 44,
+                                               filled_within=(timedelta(minutes=1), timedelta(minutes=10))),),
+            urinalysis_share=0.85, urinalysis_delay_median_h=3.0,
         ),
         LocationProfile(
-            "loc-demo-larches", "care_home", 22, falls_per_1000_days=6.0, calls_per_resident_day=2.0,
-            call_response_median_s=330, call_long_wait_share=0.05, observation_late_share=0.2,
-            acknowledgement_late_share=0.2,
+            "loc-demo-larches", "care_home", 22, name="Larches Lodge", falls_per_1000_days=6.0,
+            calls_per_resident_day=2.0, call_response_median_s=330, call_long_wait_share=0.05,
+            deteriorations_per_1000_days=16.0, observation_late_share=0.2, acknowledgement_late_share=0.2,
+            bed_registrations=(BedRegistration(timedelta(days=12), 24,
+                                               filled_within=(timedelta(days=1), timedelta(days=7))),),
+            urinalysis_share=0.7, urinalysis_delay_median_h=4.5, urinalysis_delay_spread=0.9,
         ),
         LocationProfile(
-            "loc-demo-careway", "homecare", 36, late_visit_share=0.16, missed_visit_share=0.01,
-            provider_cancellation_share=0.004, dose_not_done_share=0.02, carers=20, regular_carers_per_client=6,
-            regular_carer_share=0.5, travel_min=(15.0, 35.0),
+            "loc-demo-careway", "homecare", 36, name="Careway Homecare", late_visit_share=0.16,
+            missed_visit_share=0.01, provider_cancellation_share=0.004, dose_not_done_share=0.02, carers=20,
+            regular_carers_per_client=6, regular_carer_share=0.5, travel_min=(15.0, 35.0),
+            # Its rosters plan about 440-446 hours a week.
+            commissioned_hours_per_week=460.0,
+        ),
+        LocationProfile(
+            "loc-demo-meadows", "homecare", 16, name="Meadows Care at Home", late_visit_share=0.03,
+            missed_visit_share=0.0003, provider_cancellation_share=0.0003, carers=10, regular_carer_share=0.95,
+            travel_min=(5.0, 12.0),
+            # Its rosters plan about 180-185 hours a week.
+            commissioned_hours_per_week=240.0,
         ),
     ]
 
@@ -256,13 +354,15 @@ def replay_profiles() -> list[LocationProfile]:
 
 
 def bed_counts(profiles: Sequence[LocationProfile]) -> dict[str, int]:
-    """Beds per care home, as `indicators.recompute.recompute` takes them (the small-home window of §2.1)."""
-    return {p.location_id: p.people for p in profiles if p.kind == "care_home"}
+    """Beds per care home, as `indicators.recompute.recompute` takes them (the small-home window of §2.1):
+    the last registered."""
+    return {p.location_id: p.bed_registrations[-1].registered_beds if p.bed_registrations else p.people
+            for p in profiles if p.kind == "care_home"}
 
 
 #: The topics carepulse is fed on, in the order they are tried.
 _INPUT_TOPICS = (topics.RESIDENTS, topics.OBSERVATION_SETS, topics.CLINICAL_ACTIONS, topics.CARE_EVENTS,
-                 topics.READINGS)
+                 topics.READINGS, topics.LOCATION_PROFILES)
 
 
 def topic_and_key(event: events.Event) -> tuple[topics.TopicSpec, str]:
@@ -306,17 +406,36 @@ class _Step:
         self.index = index
         self.start = start
         self.end = start + STEP
-        self.rng = random.Random(f"{seed}/{profile.location_id}/{index}")
-        #: Who does each homecare visit is drawn apart, so rostering never shifts the other draws.
-        self.carer_rng = random.Random(f"{seed}/{profile.location_id}/{index}/carers")
-        self.events: list[events.Event] = []
-        self._seed = seed
         self._profile = profile
+        self._seed_name = f"{seed}/{profile.location_id}/{index}"
+        self.rng = random.Random(self._seed_name)
+        #: Who does each homecare visit is drawn apart, so rostering never shifts the other draws.
+        self.carer_rng = self.rng_for("carers")
+        self.events: list[events.Event] = []
+        self._serials: Counter[str] = Counter()
+
+    @functools.cached_property
+    def urinalysis_rng(self) -> random.Random:
+        """Urine tests are drawn apart too, so a location's urinalysis settings change nothing else."""
+        return self.rng_for("urinalysis")
+
+    def rng_for(self, stream: str) -> random.Random:
+        """A random source of this step for one kind of draw, independent of `rng`."""
+        return random.Random(f"{self._seed_name}/{stream}")
+
+    def offsets_due(self, offsets: Sequence[timedelta]) -> list[tuple[int, datetime]]:
+        """(position, instant) of the offsets from the activity's start that fall in this step."""
+        activity_start = self.start - self.index * STEP
+        return [(n, at) for n, offset in enumerate(offsets)
+                if self.start <= (at := activity_start + offset) < self.end]
 
     def emit(self, model: type[events.Event], occurred_at: datetime, *, device_id: str | None = None,
-             **fields: object) -> None:
-        event_id = uuid.uuid5(HISTORY_EVENT_NAMESPACE,
-                              f"{self._seed}/{self._profile.location_id}/{self.index}/{len(self.events)}")
+             stream: str = "", **fields: object) -> None:
+        """Make an event of this step. Its id is the next of its `stream`'s series: the events of features
+        added later (``"profile"``, ``"urinalysis"``) are numbered apart, so they shift no other event's id."""
+        serial, self._serials[stream] = self._serials[stream], self._serials[stream] + 1
+        name = f"{self._seed_name}/{stream}/{serial}" if stream else f"{self._seed_name}/{serial}"
+        event_id = uuid.uuid5(HISTORY_EVENT_NAMESPACE, name)
         self.events.append(model(
             event_id=event_id, occurred_at=occurred_at, received_at=occurred_at,
             source=events.Source(gateway_id=self._profile.gateway_id, device_id=device_id),
@@ -342,8 +461,7 @@ class _Step:
         return count
 
     def pick(self, shares: tuple[tuple[str, float], ...]) -> str:
-        names, weights = zip(*shares)
-        return self.rng.choices(names, weights)[0]
+        return _pick(self.rng, shares)
 
     def chance(self, share: float) -> bool:
         return self.rng.random() < share
@@ -351,6 +469,19 @@ class _Step:
     def activity(self) -> float:
         """How busy this hour of the day is, relative to the daily mean."""
         return _ACTIVITY_BY_HOUR[self.start.astimezone(CARE_TZ).hour]
+
+
+def _pick(rng: random.Random, shares: tuple[tuple[str, float], ...]) -> str:
+    """One of the names, drawn with its share."""
+    names, weights = zip(*shares)
+    return rng.choices(names, weights)[0]
+
+
+def _publish_profile(step: _Step, profile: LocationProfile, at: datetime, *, registered_beds: int | None = None
+                     ) -> None:
+    """What the location is registered or commissioned for as of `at` (its provider's `events.LocationProfile`)."""
+    step.emit(events.LocationProfile, at, stream="profile", setting=profile.kind, name=profile.name,
+              registered_beds=registered_beds, commissioned_hours_per_week=profile.commissioned_hours_per_week)
 
 
 # --- care homes -------------------------------------------------------------------------------------------
@@ -396,12 +527,19 @@ class _Resident:
     transfer_at: datetime | None = None
     return_at: datetime | None = None
     discharge_at: datetime | None = None
+    urinalysis_at: datetime | None = None
+    #: The episode the test at `urinalysis_at` answers.
+    urinalysis_for: str | None = None
+    #: The last episode the urinalysis pathway acted on (tested or not), and so will not act on again.
+    urinalysis_episode_id: str | None = None
 
 
 class _CareHome:
-    def __init__(self, profile: LocationProfile, rules: escalation.EscalationRules) -> None:
+    def __init__(self, profile: LocationProfile, rules: escalation.EscalationRules,
+                 urinalysis_risks: Sequence[str]) -> None:
         self.profile = profile
         self.rules = rules
+        self.urinalysis_risks = frozenset(urinalysis_risks)
         self.short = profile.location_id[-7:]
         self.residents: list[_Resident] = []
         self.next_serial = 1
@@ -409,13 +547,15 @@ class _CareHome:
         # What each entry of a resident's agenda does when its time comes.
         self._agenda: dict[str, Callable[[_Step, _Resident, datetime], None]] = {
             "observe_at": self._observe, "acknowledge_at": self._acknowledge, "transfer_at": self._transfer,
-            "return_at": self._return, "discharge_at": self._discharge,
+            "return_at": self._return, "discharge_at": self._discharge, "urinalysis_at": self._test_urine,
         }
 
     def run(self, step: _Step) -> None:
         if step.index == 0:
+            _publish_profile(step, self.profile, step.start, registered_beds=self.profile.people)
             for room in range(1, self.profile.people + 1):
                 self._admit(step, step.start, room)
+        self._register_beds(step)
         for at, room in sorted(a for a in self.admissions_at if a[0] < step.end):
             self.admissions_at.remove((at, room))
             self._admit(step, at, room)
@@ -433,6 +573,22 @@ class _CareHome:
 
     def _in_bed(self) -> list[_Resident]:
         return [r for r in self.residents if r.status == "admitted"]
+
+    def _register_beds(self, step: _Step) -> None:
+        """The bed registrations due in this step: the profile again, and a resident from the waiting list
+        for each new bed."""
+        registrations = self.profile.bed_registrations
+        due = step.offsets_due([r.after for r in registrations])
+        if not due:
+            return
+        rng = step.rng_for("profile")
+        for n, at in due:
+            registration = registrations[n]
+            _publish_profile(step, self.profile, at, registered_beds=registration.registered_beds)
+            earliest, latest = (bound.total_seconds() for bound in registration.filled_within)
+            first_new_room = registrations[n - 1].registered_beds + 1 if n else self.profile.people + 1
+            for room in range(first_new_room, registration.registered_beds + 1):
+                self.admissions_at.append((at + timedelta(seconds=round(rng.uniform(earliest, latest))), room))
 
     def _carer(self, step: _Step) -> str:
         return f"carer-{self.short}-{step.rng.randint(1, 12):02d}"
@@ -488,7 +644,7 @@ class _CareHome:
         self.admissions_at.append((at + empty_for, resident.room))
 
     def _transfer(self, step: _Step, resident: _Resident, at: datetime) -> None:
-        resident.observe_at = resident.deterioration = resident.discharge_at = None
+        resident.observe_at = resident.deterioration = resident.discharge_at = resident.urinalysis_at = None
         self._record(step, resident, at, "in_hospital")
         resident.return_at = at + timedelta(days=step.rng.uniform(*self.profile.hospital_days))
 
@@ -541,8 +697,12 @@ class _CareHome:
         set_id = str(step.events[-1].event_id)
         facts = escalation.ScoreFacts(risk=result.risk, total=result.total, any_single_3=result.any_single_3,
                                       occurred_at=at, score_event_id=set_id, complete=True)
-        resident.episode, transitions = escalation.on_score(resident.episode, facts, self.rules, set_id)
+        # The episode is named as the worker names the one a complete set raises (streams/resident.py), so a
+        # urinalysis result can name the episode it answers, as the tablet shows it.
+        episode_id = str(events.derived_event_id("episode", events.derived_event_id("news2-score", set_id)))
+        resident.episode, transitions = escalation.on_score(resident.episode, facts, self.rules, episode_id)
         for transition in transitions:
+            self._plan_urinalysis(step, resident, transition)
             if transition.status == "resolved":
                 resident.acknowledge_at = None
             else:  # raised or upgraded: the band needs its own acknowledgement by its deadline
@@ -581,6 +741,38 @@ class _CareHome:
         if (risk is news2.Risk.HIGH and resident.status == "admitted" and not resident.permanent
                 and step.chance(self.profile.hospital_transfer_share)):
             resident.transfer_at = at + timedelta(minutes=step.rng.uniform(40, 120))
+
+    def _plan_urinalysis(self, step: _Step, resident: _Resident, transition: escalation.Transition) -> None:
+        """When an episode first reaches a risk the urinalysis pathway acts on (the quality rules'
+        ``recommend_at_risks``), staff test the resident's urine for `urinalysis_share` of such episodes, after
+        a lognormal delay; an upgrade to high risk replaces the test with the emergency response."""
+        episode, p = transition.episode, self.profile
+        if transition.status == "resolved" or not p.urinalysis_share:
+            return
+        if episode.risk is news2.Risk.HIGH:
+            resident.urinalysis_at = None
+            return
+        if episode.risk.value not in self.urinalysis_risks or resident.urinalysis_episode_id == episode.episode_id:
+            return
+        resident.urinalysis_episode_id = episode.episode_id
+        rng = step.urinalysis_rng
+        if rng.random() < p.urinalysis_share:
+            delay_h = rng.lognormvariate(math.log(p.urinalysis_delay_median_h), p.urinalysis_delay_spread)
+            resident.urinalysis_at = transition.at + timedelta(seconds=round(delay_h * 3600))
+            resident.urinalysis_for = episode.episode_id
+
+    def _test_urine(self, step: _Step, resident: _Resident, at: datetime) -> None:
+        """A urine dipstick read by a smartphone reader (whose app is opened from the recommendation, so the
+        result names its episode) or by eye and typed in (the worker links it to the open recommendation)."""
+        rng = step.urinalysis_rng
+        grades = {pad: _pick(rng, shares) for pad, shares in _DIPSTICK_GRADE_SHARES.items()}
+        by_reader = rng.random() < self.profile.smartphone_reader_share
+        step.emit(events.UrinalysisResult, at, stream="urinalysis",
+                  device_id=f"dipstick-reader-{self.short}" if by_reader else f"tablet-{self.short}",
+                  resident_id=resident.resident_id, recorded_by=f"carer-{self.short}-{rng.randint(1, 12):02d}",
+                  reader="smartphone_reader" if by_reader else "visual",
+                  nitrites="positive" if rng.random() < _NITRITE_POSITIVE_SHARE else "negative",
+                  episode_id=uuid.UUID(resident.urinalysis_for) if by_reader else None, **grades)
 
     def _run_agenda(self, step: _Step, resident: _Resident) -> None:
         """Everything due for the resident before the step ends, in time order."""
@@ -750,6 +942,7 @@ class _Homecare:
 
     def run(self, step: _Step) -> None:
         if step.index == 0:
+            _publish_profile(step, self.profile, step.start)
             for serial in range(1, self.profile.people + 1):
                 self._take_on(step, serial)
         for published_at, day in self._rosters_due(step):
@@ -880,11 +1073,13 @@ class CareActivity:
         if len(set(ids)) != len(ids):
             raise ValueError("Each location may appear once in the profiles.")
         rules = escalation.load_rules()
+        urinalysis_risks = quality.packaged_rules().urinalysis_pathway.recommend_at_risks
         self._seed = seed
         self._start = start.astimezone(timezone.utc)
         self._cursor = self._start
         self._steps_done = 0
-        self._locations = [_CareHome(p, rules) if p.kind == "care_home" else _Homecare(p) for p in profiles]
+        self._locations = [_CareHome(p, rules, urinalysis_risks) if p.kind == "care_home" else _Homecare(p)
+                           for p in profiles]
         # Events generated but not yet due: (occurred_at, event id, event), earliest first.
         self._pending: list[tuple[datetime, str, events.Event]] = []
 

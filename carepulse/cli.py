@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from pydantic import ValidationError
 
 from carepulse.settings import Settings
 from feed.cli import feed_app
@@ -221,6 +222,74 @@ def decode(
 
 
 cli.add_typer(feed_app, name="feed")
+
+locations_cli = typer.Typer(help="Locations as their providers describe them: what a care home is registered "
+                            "for, what a homecare agency is commissioned for (the input to live capacity).",
+                            no_args_is_help=True)
+cli.add_typer(locations_cli, name="locations")
+
+#: The option that sets each field of a location profile, to name it in error messages.
+_PROFILE_OPTIONS = {"location_id": "LOCATION_ID", "setting": "--setting", "name": "--name",
+                    "registered_beds": "--beds", "commissioned_hours_per_week": "--commissioned-hours"}
+
+
+def _profile_problem(error: ValidationError) -> str:
+    """A location profile's validation errors in the command's own words (options, not field names)."""
+    problems = []
+    for item in error.errors(include_url=False):
+        message = item["msg"].removeprefix("Value error, ")
+        field = next((str(part) for part in item.get("loc", ()) if str(part) in _PROFILE_OPTIONS), None)
+        if field is None:  # a rule across fields: name the options in its sentence
+            for name in ("registered_beds", "commissioned_hours_per_week"):
+                message = message.replace(name, _PROFILE_OPTIONS[name])
+            problems.append(message)
+        else:
+            problems.append(f"{_PROFILE_OPTIONS[field]}: {message}")
+    return "; ".join(problems)
+
+
+@locations_cli.command("profile")
+def locations_profile(
+    location_id: Annotated[str, typer.Argument(help="The location's id, e.g. loc-oakwood.")],
+    setting: Annotated[str, typer.Option(help="care_home or homecare.")],
+    beds: Annotated[Optional[int], typer.Option(help="Registered beds (care homes).")] = None,
+    commissioned_hours: Annotated[Optional[float], typer.Option(
+        "--commissioned-hours", help="Hours of care a week commissioned from the agency (homecare).")] = None,
+    name: Annotated[Optional[str], typer.Option(help="The location's name.")] = None,
+) -> None:
+    """Publish a location's profile to the location-profiles topic, where the newest replaces the last: the
+    worker's live capacity counts beds against it (care homes) or planned hours (homecare agencies)."""
+    import uuid
+
+    from kafka import KafkaProducer
+    from kafka.errors import KafkaError
+
+    from carepulse import events, topics
+
+    settings = Settings()
+    now = events.utc_now()
+    try:
+        profile = events.LocationProfile(
+            event_id=uuid.uuid4(), occurred_at=now, received_at=now,
+            source=events.Source(gateway_id="carepulse-cli"), location_id=location_id, setting=setting,
+            name=name, registered_beds=beds, commissioned_hours_per_week=commissioned_hours,
+        )
+    except ValidationError as exc:
+        raise _fail(f"not a valid location profile: {_profile_problem(exc)}") from None
+    try:
+        producer = KafkaProducer(bootstrap_servers=settings.bootstrap, acks="all", bootstrap_timeout_ms=5_000,
+                                 max_block_ms=10_000)
+        try:
+            producer.send(topics.LOCATION_PROFILES.name, key=location_id.encode(),
+                          value=events.to_json(profile)).get(timeout=30)
+        finally:
+            producer.close()
+    except KafkaError as exc:
+        raise _fail(f"could not publish to the broker at {settings.bootstrap}: {exc}") from None
+    what = (f"{beds} registered beds" if setting == "care_home" else
+            f"{commissioned_hours:g} commissioned hours a week" if commissioned_hours is not None else
+            "no commissioned hours")
+    typer.echo(f"published the profile of {location_id} to {topics.LOCATION_PROFILES.name}: {setting}, {what}")
 
 dashboards_cli = typer.Typer(help="Grafana dashboards as code (dashboards/): build the JSON, push it to Grafana.",
                              no_args_is_help=True)

@@ -52,8 +52,9 @@ INDICATOR_IDS = (
     "late_visits",
     "missed_medication_doses",
 )
-#: Issue 11's indicators: loaded, validated and recomputed by the oracle on request, not yet streamed, so
-#: ``INDICATOR_IDS`` stays the set the worker publishes (and the feed and metrics know).
+#: Issue 11's indicators. The worker streams continuity and travel always and urinalysis timeliness only
+#: with ``urinalysis_pathway.enabled`` (``streams.location.streamed_indicator_ids``); the oracle computes
+#: them on request (``recompute(indicator_ids=ALL_INDICATOR_IDS)``).
 EXTENSION_INDICATOR_IDS = (
     "carer_continuity",
     "travel_time",
@@ -768,21 +769,14 @@ def travel_time(location_id: str, window_start: datetime, window_end: datetime, 
 
 
 @dataclass(frozen=True)
-class Urinalysis:
-    """A urinalysis taken for a resident (the result itself does not enter the timeliness indicator)."""
-
-    location_id: str
-    resident_id: str
-    tested_at: datetime
-
-
-@dataclass(frozen=True)
 class AmberEpisode:
     """A NEWS2 escalation episode that reached a risk the urinalysis pathway acts on.
 
     `recommended_at` is when it first did (when the stream would publish "urinalysis recommended");
-    `upgraded_to_high_at` the first high band after that; `urinalysis_at` the resident's first urinalysis at
-    or after the recommendation."""
+    `upgraded_to_high_at` the first high band after that; `urinalysis_at` the first of the resident's
+    urinalysis results (``events.UrinalysisResult``; the dipstick grades do not enter the indicator) at or
+    after the recommendation that names this episode or none: a result naming another episode answers
+    that one only."""
 
     episode_id: str
     resident_id: str

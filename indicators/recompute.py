@@ -6,10 +6,11 @@ A plain function over events, independent of the streaming code: it shares only 
 change nothing. Events that occurred after ``as_of`` are ignored: the result is the log as of that instant.
 Each indicator's window is ``[as_of - window_days, as_of)``.
 
-By default it computes the indicators the worker streams (``quality.INDICATOR_IDS``); issue 11's
-(``quality.EXTENSION_INDICATOR_IDS``) come when asked for through `indicator_ids`. Urinalysis results have
-no event contract yet, so they are a separate input (`urinalysis`); live capacity is not an indicator and
-has its own function, ``capacity``.
+By default it computes the ten core indicators (``quality.INDICATOR_IDS``); issue 11's
+(``quality.EXTENSION_INDICATOR_IDS``) come when asked for through `indicator_ids`, whatever the rules say
+about streaming them. A location's ``LocationProfile`` (the newest before ``as_of``) gives its registered
+beds (the small-home falls window, cqc_domain.md §2.1) and its setting (continuity of carers); live
+capacity is not an indicator and has its own function, ``capacity``.
 """
 
 from __future__ import annotations
@@ -206,13 +207,20 @@ def _core(location_id: str, events: list[ev.Event], as_of: datetime, beds: int |
     return results
 
 
-def _carer_contacts(events: list[ev.Event]) -> tuple[str, list[q.CarerContact]]:
-    """(setting, contacts): a location with visit check-ins is a homecare agency and its contacts are the
-    check-ins (one per visit); otherwise a care home, whose contacts are carer-logged drinks."""
+def _profile(events: list[ev.Event]) -> ev.LocationProfile | None:
+    """The location's newest profile in the log (events are in time order, ties by event id)."""
+    profiles = _of(events, ev.LocationProfile)
+    return profiles[-1] if profiles else None
+
+
+def _carer_contacts(events: list[ev.Event], setting: str | None) -> tuple[str, list[q.CarerContact]]:
+    """(setting, contacts): a homecare agency's contacts are its visit check-ins (one per visit), a care
+    home's the drinks its carers logged. The setting is the profile's; a location with no profile is taken
+    for a homecare agency when it has visit check-ins, else for a care home."""
     check_ins: dict[str, ev.VisitCheckIn] = {}
     for e in _of(events, ev.VisitCheckIn):
         check_ins.setdefault(e.visit_id, e)
-    if check_ins:
+    if (setting or ("homecare" if check_ins else "care_home")) == "homecare":
         return "homecare", [q.CarerContact(e.resident_id, e.carer_id, e.occurred_at) for e in check_ins.values()]
     return "care_home", [q.CarerContact(e.resident_id, e.recorded_by, e.occurred_at)
                          for e in _of(events, ev.FluidIntake) if e.method == "carer"]
@@ -230,18 +238,17 @@ def _carer_visits(events: list[ev.Event]) -> list[q.CarerVisit]:
             for visit_id, e in check_ins.items()]
 
 
-def _amber_episodes(events: list[ev.Event], urinalysis: list[q.Urinalysis],
-                    rules: q.QualityRules) -> list[q.AmberEpisode]:
-    """Escalation episodes that reached a risk the urinalysis pathway acts on, matched to the resident's
-    first urinalysis at or after the recommendation."""
+def _amber_episodes(events: list[ev.Event], rules: q.QualityRules) -> list[q.AmberEpisode]:
+    """Escalation episodes that reached a risk the urinalysis pathway acts on, each matched to the first
+    urinalysis result of its resident at or after the recommendation that names that episode or none."""
     amber = set(rules.urinalysis_pathway.recommend_at_risks)
     bands: dict[str, list[ev.Escalation]] = defaultdict(list)
     for e in _of(events, ev.Escalation):
         if e.status in ("raised", "upgraded"):
             bands[str(e.episode_id)].append(e)
-    tests: dict[str, list[datetime]] = defaultdict(list)
-    for u in urinalysis:
-        tests[u.resident_id].append(u.tested_at)
+    results: dict[str, list[ev.UrinalysisResult]] = defaultdict(list)
+    for u in _of(events, ev.UrinalysisResult):
+        results[u.resident_id].append(u)
     episodes = []
     for episode_id, episode in bands.items():
         recommended_at = min((e.raised_at or e.occurred_at for e in episode if e.risk in amber), default=None)
@@ -250,83 +257,88 @@ def _amber_episodes(events: list[ev.Event], urinalysis: list[q.Urinalysis],
         high_at = min((e.raised_at or e.occurred_at for e in episode
                        if e.risk == "high" and (e.raised_at or e.occurred_at) >= recommended_at), default=None)
         resident_id = episode[0].resident_id
+        answering = [u.occurred_at for u in results[resident_id]
+                     if u.episode_id is None or str(u.episode_id) == episode_id]
         episodes.append(q.AmberEpisode(episode_id, resident_id, recommended_at, high_at,
-                                       q.first_at_or_after(recommended_at, tests[resident_id])))
+                                       q.first_at_or_after(recommended_at, answering)))
     return episodes
 
 
-def _extensions(location_id: str, events: list[ev.Event], as_of: datetime, urinalysis: list[q.Urinalysis],
+def _extensions(location_id: str, events: list[ev.Event], as_of: datetime, setting: str | None,
                 rules: q.QualityRules) -> list[q.IndicatorValue]:
     """Issue 11's indicators (``quality.EXTENSION_INDICATOR_IDS``), in that order."""
     start, end = _window(rules["carer_continuity"], as_of)
-    setting, contacts = _carer_contacts(events)
+    setting, contacts = _carer_contacts(events, setting)
     results = [q.carer_continuity(location_id, start, end, contacts=contacts, setting=setting, rules=rules)]
     start, end = _window(rules["travel_time"], as_of)
     gaps = q.visit_gaps(_carer_visits(events), rules["travel_time"].parameters["break_over_s"])
     results.append(q.travel_time(location_id, start, end, gaps=gaps, rules=rules))
     start, end = _window(rules["urinalysis_timeliness"], as_of)
-    results.append(q.urinalysis_timeliness(location_id, start, end,
-                                           episodes=_amber_episodes(events, urinalysis, rules), rules=rules))
+    results.append(q.urinalysis_timeliness(location_id, start, end, episodes=_amber_episodes(events, rules),
+                                           rules=rules))
     return results
 
 
 def _location(location_id: str, events: list[ev.Event], as_of: datetime, beds: int | None,
-              urinalysis: list[q.Urinalysis], indicator_ids: Sequence[str],
-              rules: q.QualityRules) -> list[q.IndicatorValue]:
+              indicator_ids: Sequence[str], rules: q.QualityRules) -> list[q.IndicatorValue]:
+    profile = _profile(events)
+    if beds is None and profile is not None:
+        beds = profile.registered_beds
     values: dict[str, q.IndicatorValue] = {}
     if set(indicator_ids) & set(q.INDICATOR_IDS):
         values.update((v.indicator_id, v) for v in _core(location_id, events, as_of, beds, rules))
     if set(indicator_ids) & set(q.EXTENSION_INDICATOR_IDS):
-        values.update((v.indicator_id, v) for v in _extensions(location_id, events, as_of, urinalysis, rules))
+        values.update((v.indicator_id, v) for v in _extensions(location_id, events, as_of,
+                                                                 profile.setting if profile else None, rules))
     return [values[indicator_id] for indicator_id in indicator_ids]
 
 
-def recompute(events: Iterable[ev.Event], *, as_of: datetime, bed_counts: Mapping[str, int] | None = None,
-              rules: q.QualityRules | None = None, indicator_ids: Sequence[str] = q.INDICATOR_IDS,
-              urinalysis: Iterable[q.Urinalysis] = ()) -> list[q.IndicatorValue]:
-    """The indicators `indicator_ids` (default: those the worker streams) for every location in the log,
-    over windows ending `as_of`, ordered by location then as `indicator_ids` lists them. `bed_counts`
-    selects the small-home falls window (§2.1); a home with no bed count gets the standard window.
+def _by_location(log: Iterable[ev.Event], as_of: datetime) -> dict[str, list[ev.Event]]:
+    by_location: dict[str, list[ev.Event]] = defaultdict(list)
+    for event in _dedupe(log, as_of):
+        by_location[event.location_id].append(event)
+    return by_location
 
-    `urinalysis` holds the urinalysis results for ``urinalysis_timeliness`` until they have an event
-    contract; results taken at or after `as_of` are ignored, as events are."""
+
+def recompute(events: Iterable[ev.Event], *, as_of: datetime, bed_counts: Mapping[str, int] | None = None,
+              rules: q.QualityRules | None = None,
+              indicator_ids: Sequence[str] = q.INDICATOR_IDS) -> list[q.IndicatorValue]:
+    """The indicators `indicator_ids` (default: the ten core ones) for every location in the log, over
+    windows ending `as_of`, ordered by location then as `indicator_ids` lists them.
+
+    A location's registered beds select the small-home falls window (§2.1): those of its newest
+    ``LocationProfile`` before `as_of`, unless `bed_counts` gives them (an audit of a log exported without
+    the ``location-profiles`` topic); a home with neither gets the standard window."""
     rules = rules or q.packaged_rules()
     unknown = [i for i in indicator_ids if i not in q.ALL_INDICATOR_IDS]
     if unknown:
         raise ValueError(f"No indicator {', '.join(unknown)}; known: {', '.join(q.ALL_INDICATOR_IDS)}.")
-    by_location: dict[str, list[ev.Event]] = defaultdict(list)
-    for event in _dedupe(events, as_of):
-        by_location[event.location_id].append(event)
-    tests: dict[str, list[q.Urinalysis]] = defaultdict(list)
-    for u in sorted(set(urinalysis), key=lambda u: (u.tested_at, u.resident_id)):
-        if u.tested_at < as_of:
-            tests[u.location_id].append(u)
+    by_location = _by_location(events, as_of)
     return [value for location_id in sorted(by_location)
             for value in _location(location_id, by_location[location_id], as_of,
-                                   (bed_counts or {}).get(location_id), tests[location_id], indicator_ids, rules)]
+                                   (bed_counts or {}).get(location_id), indicator_ids, rules)]
 
 
-def capacity(events: Iterable[ev.Event], *, as_of: datetime, bed_counts: Mapping[str, int],
-             commissioned_hours_per_week: Mapping[str, float] | None = None
-             ) -> list[q.CareHomeCapacity | q.HomecareCapacity]:
-    """Live capacity at `as_of` for every location in the log, by location: a care home (one with a bed
-    count, its registered beds) from its residents' statuses; a homecare agency (one with a roster) from
-    its planned visits and, when given, its commissioned hours. Other locations are left out."""
-    by_location: dict[str, list[ev.Event]] = defaultdict(list)
-    for event in _dedupe(events, as_of):
-        by_location[event.location_id].append(event)
+def capacity(events: Iterable[ev.Event], *, as_of: datetime) -> list[q.CareHomeCapacity | q.HomecareCapacity]:
+    """Live capacity at `as_of` for every location with a ``LocationProfile`` before it, by location, as its
+    newest profile says: a care home's beds from its registered beds and its residents' latest statuses; a
+    homecare agency's load from its roster (each visit's latest version, less those whose latest
+    cancellation was the client's in advance) and its commissioned hours."""
     result: list[q.CareHomeCapacity | q.HomecareCapacity] = []
-    for location_id in sorted(by_location):
-        events_here = by_location[location_id]
-        if location_id in bed_counts:
+    for location_id, events_here in sorted(_by_location(events, as_of).items()):
+        profile = _profile(events_here)
+        if profile is None:
+            continue
+        if profile.setting == "care_home":
             changes = [(r.resident_id, r.occurred_at, r.status) for r in _of(events_here, ev.ResidentRecord)]
-            result.append(q.care_home_capacity(location_id, as_of, max_beds=bed_counts[location_id],
+            result.append(q.care_home_capacity(location_id, as_of, max_beds=profile.registered_beds,
                                                statuses=q.latest_statuses(changes, as_of)))
-        elif planned := {v.visit_id: v for v in _of(events_here, ev.VisitPlanned)}:
-            cancelled = {e.visit_id for e in _of(events_here, ev.VisitCancelled) if e.by_client_in_advance}
-            visits = [q.RosteredVisit(v.resident_id, v.planned_start, v.planned_end, visit_id in cancelled)
+        else:
+            planned = {v.visit_id: v for v in _of(events_here, ev.VisitPlanned)}
+            cancelled = {e.visit_id: e.by_client_in_advance for e in _of(events_here, ev.VisitCancelled)}
+            visits = [q.RosteredVisit(v.resident_id, v.planned_start, v.planned_end,
+                                      cancelled_by_client=cancelled.get(visit_id, False))
                       for visit_id, v in planned.items()]
-            result.append(q.homecare_capacity(
-                location_id, as_of, visits=visits,
-                commissioned_hours_per_week=(commissioned_hours_per_week or {}).get(location_id)))
+            result.append(q.homecare_capacity(location_id, as_of, visits=visits,
+                                              commissioned_hours_per_week=profile.commissioned_hours_per_week))
     return result

@@ -6,11 +6,12 @@ event to `streams.resident.ResidentProcessor`, sends what it returns and stores 
 changelog-backed table, so a restarted or rebalanced worker continues where the last one stopped. A
 timer judges deadlines (assembly windows, escalations and observations overdue) on the same state.
 
-Another owns each location's care-quality indicators: a relay re-keys resident records, NEWS2 results
-and escalations by location onto ``location-events``; the location agent folds those and the
-location-keyed ``care-events`` into `streams.location.LocationStore` (a changelog-backed table), and a
-timer publishes each indicator whenever its value or window changes (``indicators``) and the value at
-each local midnight (``indicators.history``).
+Another owns each location's care-quality indicators: a relay re-keys resident records, NEWS2 results,
+escalations and urinalysis results by location onto ``location-events``; the location agent folds those,
+the location-keyed ``care-events`` and ``location-profiles`` into `streams.location.LocationStore` (a
+changelog-backed table), and a timer publishes each indicator whenever its value or window changes
+(``indicators``), the value at each local midnight (``indicators.history``) and each location's live
+capacity when it changes (``capacity``).
 
 Processing is at-least-once (Faust cannot use transactions on the embedded broker, streaming.md
 §3.5.1), so handling is idempotent: inputs are deduplicated by ``event_id`` and derived events get ids
@@ -41,10 +42,12 @@ log = logging.getLogger(__name__)
 
 #: The resident-keyed topics the resident agent consumes (all co-partitioned by resident_id).
 RESIDENT_INPUTS = (topics.READINGS, topics.OBSERVATION_SETS, topics.RESIDENTS, topics.CLINICAL_ACTIONS)
-#: Resident-keyed topics whose events also feed a location's indicators, relayed onto LOCATION_EVENTS.
-RELAYED_TO_LOCATIONS = (topics.RESIDENTS, topics.NEWS2_SCORES, topics.ESCALATIONS)
-#: The location-keyed topics the location agent consumes (co-partitioned by location_id).
-LOCATION_INPUTS = (topics.CARE_EVENTS, topics.LOCATION_EVENTS)
+#: Resident-keyed topics whose events also feed a location's indicators, relayed onto LOCATION_EVENTS: resident
+#: records, NEWS2 results, escalations and, of the clinical actions, urinalysis results (issue 11).
+RELAYED_TO_LOCATIONS = (topics.RESIDENTS, topics.NEWS2_SCORES, topics.ESCALATIONS, topics.CLINICAL_ACTIONS)
+#: The location-keyed topics the location agent consumes (co-partitioned by location_id); a location's profile
+#: gives its registered beds (the small-home falls window), its setting (continuity of carers) and capacity.
+LOCATION_INPUTS = (topics.CARE_EVENTS, topics.LOCATION_EVENTS, topics.LOCATION_PROFILES)
 TICK_INTERVAL_S = 1.0
 #: How often the worker measures its consumer lag for /metrics.
 LAG_INTERVAL_S = 5.0
@@ -116,7 +119,8 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
         "resident-state", default=dict, partitions=settings.topic_partitions,
         key_type=bytes, use_partitioner=True,
     )
-    processor = ResidentProcessor(rules, settings.worker_id)
+    processor = ResidentProcessor(rules, settings.worker_id,
+                                  quality_rules=quality.load_rules(settings.quality_rules_path))
     # The agent and the timer both read-modify-write resident state around awaited sends.
     state_lock = asyncio.Lock()
     clocks = PartitionClocks()
@@ -153,11 +157,17 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
             clocks.saw(topic, partition, event.occurred_at)
             async with state_lock:
                 state = ResidentState.from_json(resident_states[key])
+                log.info("DBGKILL in %s/%d@%d %s %s at=%s id=%s seen=%s pending=%s ep=%s", topic, partition,  # DBGKILL
+                         message.message.offset, event.event_type, event.resident_id, event.occurred_at.isoformat(),  # DBGKILL
+                         str(event.event_id)[:8], state.seen(event.event_id), len(state.pending_acknowledgements),  # DBGKILL
+                         state.episode.risk.value if state.episode else None)  # DBGKILL
                 try:
                     state, results = processor.handle(state, event, events.utc_now())
                 except news2.ImpossibleValue as exc:
                     await dead_letter(topic, message.key, message.value, f"impossible value: {exc}")
                     continue
+                for r in results:  # DBGKILL
+                    log.info("DBGKILL out %s %s %s", event.resident_id, r.event.event_type, getattr(r.event, "status", ""))  # DBGKILL
                 await send(results)
                 resident_states[key] = state.to_json()
 
@@ -172,12 +182,18 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
         progress = await _input_progress(app, clocks, assignment)
         judged_at = {partition: clocks.judgement(partition, now, rules, progress.get(partition, {}))
                      for partition in active}
+        log.info("DBGKILL tick judged=%s progress=%s read=%s committed=%s", {p: j.isoformat() if j else None for p, j in judged_at.items()},  # DBGKILL
+                 {p: {t[:8]: (v.next_offset, v.highwater) for t, v in d.items()} for p, d in progress.items()},  # DBGKILL
+                 {f"{tp.topic[:8]}/{tp.partition}": o for tp, o in getattr(app.consumer, "_read_offset", {}).items() if tp.topic in {s.name for s in RESIDENT_INPUTS}},  # DBGKILL
+                 {f"{tp.topic[:8]}/{tp.partition}": o for tp, o in getattr(app.consumer, "_committed_offset", {}).items() if tp.topic in {s.name for s in RESIDENT_INPUTS}})  # DBGKILL
         for key in list(resident_states.keys()):
             partition = partition_of(key, settings.topic_partitions)
             if partition not in active or judged_at[partition] is None:
                 continue  # another worker owns this resident now, or its inputs are not read far enough
             async with state_lock:
                 state, results = processor.tick(ResidentState.from_json(resident_states[key]), judged_at[partition], now)
+                for r in results:  # DBGKILL
+                    log.info("DBGKILL tickout %s %s %s clock=%s", state.resident_id, r.event.event_type, getattr(r.event, "status", ""), judged_at[partition])  # DBGKILL
                 if results:
                     await send(results)
                     resident_states[key] = state.to_json()
@@ -263,17 +279,27 @@ def _register_locations(app: faust.App, settings: Settings, rules: quality.Quali
 
 async def _input_progress(app: faust.App, clocks: PartitionClocks, assignment: set
                           ) -> dict[int, dict[str, InputProgress]]:
-    """Per partition, how far each of the resident agent's inputs has been read (see `streams.clocks`)."""
+    """Per partition, how far each of the resident agent's inputs has been read (see `streams.clocks`).
+
+    Before the agent has processed anything from an input since the assignment, the consumer's position
+    cannot say: it moves when messages are fetched and queued for the agent, not when they are processed
+    (a kill test caught an acknowledgement queued behind a position already at the end). Faust's read
+    offset can: it is the offset the stream was sought to after recovery (the next to read) and then the
+    last one queued, so it stays below the high watermark while anything is queued. It is internal to the
+    pinned faust-streaming; where it is missing the input counts as unread unless it is empty."""
     inputs = {spec.name for spec in RESIDENT_INPUTS}
+    read_offsets = getattr(app.consumer, "_read_offset", {})
     progress: dict[int, dict[str, InputProgress]] = {}
     for tp in assignment:
         if tp.topic not in inputs:
             continue
         next_offset = clocks.next_offset(tp.topic, tp.partition)
         try:
-            if next_offset is None:
-                next_offset = await app.consumer.position(tp)
             highwater = app.consumer.highwater(tp)
+            if next_offset is None:
+                next_offset = read_offsets.get(tp)
+            if next_offset is None and highwater == 0:
+                next_offset = await app.consumer.position(tp)
         except Exception:  # noqa: BLE001 - revoked meanwhile: unknown progress, so not read to its end
             next_offset = highwater = None
         progress.setdefault(tp.partition, {})[tp.topic] = InputProgress(next_offset, highwater)

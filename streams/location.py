@@ -1,39 +1,44 @@
 """Each location's care-quality indicators, kept incrementally: (store, event) -> store; (store, as_of) -> values.
 
-The Faust location agent applies every care event, resident record, NEWS2 result and escalation of a
-location to a key-value store (its changelog-backed table) and evaluates the indicators from it; tests
-drive this module with a plain dict. The indicator definitions are the pure ones in ``indicators.quality``;
-everything here is how the streaming side keeps what they need. It is deliberately *not* the batch
-oracle's code path (``indicators.recompute``): the two are written separately and an end-to-end test
-checks that they agree on the same log.
+The Faust location agent applies every care event, resident record, NEWS2 result, escalation, urinalysis
+result and profile of a location to a key-value store (its changelog-backed table) and evaluates the
+indicators and the live capacity from it; tests drive this module with a plain dict. The indicator
+definitions are the pure ones in ``indicators.quality``; everything here is how the streaming side keeps
+what they need. It is deliberately *not* the batch oracle's code path (``indicators.recompute``): the two
+are written separately and an end-to-end test checks that they agree on the same log.
 
 The store holds, per location:
 
 - a directory, key ``<location>``: the resident records (admissions, hospital stays, discharges, sex and
-  fluid target), and which day buckets exist;
+  fluid target), the location's profiles (setting, registered beds, commissioned hours; the newest before
+  the evaluated instant counts) and which day buckets exist;
 - day buckets, key ``<location>|<local date>|<resident or ->``: what happened to one resident (or, for call
   bells, at the location) on one local day, each entry keyed by its natural identity — a fall by its alert,
-  a call by its call id, a visit by its visit id, a drink by its event id — and merged with an operation that
-  ignores repetition and order (earliest, latest by event time, worst harm). Duplicated and reordered
-  delivery therefore changes nothing, and a late event simply lands in its own day's bucket: the next
-  evaluation corrects every window it falls in.
+  a call by its call id, a visit by its visit id, a drink or a urinalysis result by its event id — with what
+  continuity of carers and travel between visits need (who logged a drink, who checked in) — and merged
+  with an operation that ignores repetition and order (earliest, latest by event time, worst harm).
+  Duplicated and reordered delivery therefore changes nothing, and a late event simply lands in its own
+  day's bucket: the next evaluation corrects every window it falls in.
 
 Buckets are small (one resident-day) so each event rewrites little of the changelog. Days older than the
-longest window plus `RETENTION_MARGIN` are pruned; events that old are refused as too late to affect any
-window. Times are stored as integer microseconds since the epoch (exact, and ordered like the instants).
+longest window plus `RETENTION_MARGIN` are pruned, and so are profiles replaced before then; events that
+old are refused as too late to affect any window. Times are stored as integer microseconds since the epoch
+(exact, and ordered like the instants).
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections import defaultdict
-from collections.abc import MutableMapping
-from dataclasses import dataclass
+from collections.abc import MutableMapping, Sequence
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
+from functools import cached_property
 
 from carepulse import events as ev
-from carepulse.topics import ALERTS, INDICATORS, INDICATORS_HISTORY, TopicSpec
+from carepulse.topics import ALERTS, CAPACITY, INDICATORS, INDICATORS_HISTORY, TopicSpec
 from carepulse.topics import indicator_history_key as history_key
 from carepulse.topics import indicator_key as topics_key
 from indicators import quality as q
@@ -90,7 +95,7 @@ class LocationStore:
         self.retention = retention(self.rules)
 
     def directory(self, location_id: str) -> dict:
-        return self.store.get(location_id) or {"latest": None, "buckets": [], "records": {}}
+        return self.store.get(location_id) or {"latest": None, "buckets": [], "records": {}, "profiles": {}}
 
     def locations(self) -> list[str]:
         return [key for key in list(self.store.keys()) if "|" not in key]
@@ -102,14 +107,15 @@ class LocationStore:
 
     def apply(self, event: ev.Event) -> None:
         """Fold one event into its location's store. Repeating an event, or reordering events, changes
-        nothing. Raises `TooLate` for an event (other than a resident record) older than the location keeps
-        (`retention`)."""
+        nothing. Raises `TooLate` for an event (other than a resident record or a profile) older than the
+        location keeps (`retention`)."""
         location_id = event.location_id
         directory = self.directory(location_id)
         at = micros(event.occurred_at)
-        # A resident record is never too late: an admission long ago is what makes a bed occupied today.
+        # A resident record is never too late: an admission long ago is what makes a bed occupied today; nor
+        # is a profile: the beds registered long ago are the beds today.
         too_old = directory["latest"] is not None and at < directory["latest"] - self.retention // timedelta(microseconds=1)
-        if too_old and not isinstance(event, ev.ResidentRecord):
+        if too_old and not isinstance(event, (ev.ResidentRecord, ev.LocationProfile)):
             raise TooLate(f"it occurred {event.occurred_at.isoformat()}, more than {self.retention.days} days "
                           "before the location's newest event, beyond every indicator window")
         if directory["latest"] is None or at > directory["latest"]:
@@ -122,9 +128,15 @@ class LocationStore:
                 directory["records"].setdefault(event.resident_id, {})[eid] = [
                     at, eid, event.status, event.sex, event.fluid_target_ml]
                 self.store[location_id] = directory
+            case ev.LocationProfile():
+                directory.setdefault("profiles", {})[eid] = [at, event.setting, event.registered_beds,
+                                                            event.commissioned_hours_per_week]
+                self.store[location_id] = directory
             case ev.FluidIntake():
+                # The carer who logged a drink was with the resident (continuity of carers); a smart cup was not.
+                carer = event.recorded_by if event.method == "carer" else None
                 self._put(location_id, day, event.resident_id, ("fluids", eid),
-                          [at, event.consumed_ml, event.offered_ml])
+                          [at, event.consumed_ml, event.offered_ml, carer])
             case ev.Fall(confirmed=True):
                 # A device alert and its staff confirmation share the alert id: one fall (cqc_domain.md §2.1).
                 self._put(location_id, day, event.resident_id, ("falls", event.alert_id or eid, eid), [at, event.harm])
@@ -139,9 +151,10 @@ class LocationStore:
                           ("visits", event.visit_id, "planned", eid),
                           [at, micros(event.planned_start), event.time_critical,
                            [[t.task_id, t.time_critical] for t in event.tasks if t.kind == "medication"],
-                           event.resident_id])
+                           event.resident_id, micros(event.planned_end)])
             case ev.VisitCheckIn():
-                self._put(location_id, day, event.resident_id, ("visits", event.visit_id, "check_in", eid), [at])
+                self._put(location_id, day, event.resident_id, ("visits", event.visit_id, "check_in", eid),
+                          [at, event.carer_id, event.resident_id])
             case ev.VisitCheckOut():
                 self._put(location_id, day, event.resident_id, ("visits", event.visit_id, "check_out", eid),
                           [at, {t.task_id: t.outcome for t in event.task_outcomes}])
@@ -153,12 +166,16 @@ class LocationStore:
                           [at, event.complete, event.total, event.monitoring_interval_minutes])
             case ev.Escalation():
                 band = f"{event.episode_id}|{micros(event.raised_at or event.occurred_at)}"
-                if event.status in ("raised", "upgraded") and event.deadline_at is not None:
+                if event.status in ("raised", "upgraded"):
+                    # Bands with no deadline are no trigger (escalation timeliness) but may be amber episodes.
                     self._put(location_id, day, event.resident_id, ("bands", band, "raised", eid),
-                              [at, event.risk, micros(event.deadline_at)])
+                              [at, event.risk, micros(event.deadline_at) if event.deadline_at else None])
                 elif event.status == "acknowledged":
                     self._put(location_id, day, event.resident_id, ("bands", band, "acknowledged", eid),
                               [at, micros(event.acknowledged_at or event.occurred_at)])
+            case ev.UrinalysisResult():
+                self._put(location_id, day, event.resident_id, ("urinalysis", eid),
+                          [at, str(event.episode_id) if event.episode_id else None])
             case _:
                 raise ValueError(f"a {event.event_type} event does not feed any care-quality indicator")
 
@@ -174,40 +191,73 @@ class LocationStore:
         node[path[-1]] = entry
         self.store[key] = bucket
         directory = self.directory(location_id)
-        if key not in directory["buckets"]:
-            directory["buckets"] = sorted({*directory["buckets"], key})
+        # The bucket keys are kept sorted (by day, then resident), so finding one and pruning are bisections.
+        buckets = directory["buckets"]
+        at = bisect.bisect_left(buckets, key)
+        if at == len(buckets) or buckets[at] != key:
+            buckets.insert(at, key)
             self.store[location_id] = directory
 
     def prune(self, location_id: str) -> int:
-        """Drop day buckets older than `retention` behind the location's clock; returns how many went."""
+        """Drop day buckets older than `retention` behind the location's clock, and the profiles replaced
+        before then (the newest older one still holds at that horizon); returns how many buckets went."""
         clock = self.clock(location_id)
         if clock is None:
             return 0
         oldest_kept = local_day(clock - self.retention).isoformat()
         directory = self.directory(location_id)
-        stale = {key for key in directory["buckets"] if key.split("|")[1] < oldest_kept}
-        for key in stale:
+        stale = bisect.bisect_left(directory["buckets"], f"{location_id}|{oldest_kept}")
+        for key in directory["buckets"][:stale]:
             self.store.pop(key, None)
         if stale:
-            directory["buckets"] = [key for key in directory["buckets"] if key not in stale]
+            del directory["buckets"][:stale]
             self.store[location_id] = directory
-        return len(stale)
+        profiles = directory.get("profiles", {})
+        horizon = micros(clock - self.retention)
+        replaced = sorted([entry[0], eid] for eid, entry in profiles.items() if entry[0] < horizon)[:-1]
+        if replaced:
+            for _, eid in replaced:
+                del profiles[eid]
+            self.store[location_id] = directory
+        return stale
 
-    def evaluate(self, location_id: str, as_of: datetime, *, beds: int | None = None) -> list[q.IndicatorValue]:
-        """Every indicator of the location over windows ending `as_of`, in ``quality.INDICATOR_IDS`` order.
-        Only what occurred before `as_of` counts (the definitions' windows are half-open)."""
-        return _Evaluation(self, location_id, as_of).indicators(beds)
+    def evaluate(self, location_id: str, as_of: datetime,
+                 indicator_ids: Sequence[str] | None = None) -> list[q.IndicatorValue]:
+        """The indicators `indicator_ids` (default: those the worker streams, `streamed_indicator_ids`) of the
+        location over windows ending `as_of`, in that order. Only what occurred before `as_of` counts (the
+        definitions' windows are half-open)."""
+        indicator_ids = indicator_ids or streamed_indicator_ids(self.rules)
+        return _Evaluation(self, location_id, as_of).indicators(indicator_ids)
+
+    def capacity(self, location_id: str, at: datetime) -> q.CareHomeCapacity | q.HomecareCapacity | None:
+        """The location's live capacity at `at` as its newest profile before then says; None without one."""
+        return _Evaluation(self, location_id, at).capacity()
+
+
+def streamed_indicator_ids(rules: q.QualityRules) -> tuple[str, ...]:
+    """The indicators the worker publishes, in this order: the ten core ones (``quality.INDICATOR_IDS``),
+    continuity of carers and travel between visits always, and urinalysis timeliness only while the rules
+    switch the urinalysis pathway on (``urinalysis_pathway.enabled``, off by default: NICE and UKHSA advise
+    against dipstick diagnosis of UTI over 65, cqc_domain.md §2.2 row 13, [U3]). The batch oracle computes
+    urinalysis timeliness whenever it is asked, whatever the rules say."""
+    extensions = tuple(i for i in q.EXTENSION_INDICATOR_IDS
+                       if i != "urinalysis_timeliness" or rules.urinalysis_pathway.enabled)
+    return q.INDICATOR_IDS + extensions
 
 
 # --- evaluating ------------------------------------------------------------------------------------------
 
 def _first(entries: dict[str, list]) -> list | None:
     """The earliest of some entries keyed by event id: by event time, then event id (as `sorted` would)."""
-    return min(([entry[0], eid, entry] for eid, entry in entries.items()), default=[None, None, None])[2]
+    if len(entries) < 2:  # most have one entry or none: no ordering to do
+        return next(iter(entries.values()), None)
+    return min(([entry[0], eid, entry] for eid, entry in entries.items()))[2]
 
 
 def _last(entries: dict[str, list]) -> list | None:
-    return max(([entry[0], eid, entry] for eid, entry in entries.items()), default=[None, None, None])[2]
+    if len(entries) < 2:
+        return next(iter(entries.values()), None)
+    return max(([entry[0], eid, entry] for eid, entry in entries.items()))[2]
 
 
 class _Evaluation:
@@ -222,13 +272,28 @@ class _Evaluation:
         directory = store.directory(location_id)
         self.records = {resident: sorted(r for r in entries.values() if r[0] < before)
                         for resident, entries in directory["records"].items()}
+        #: The newest profile before `as_of`: (time, event id, [time, setting, beds, commissioned hours]).
+        self.profile = max(((entry[0], eid, entry) for eid, entry in directory.get("profiles", {}).items()
+                            if entry[0] < before), default=None)
         volumes: dict[tuple[str, date], list[tuple[float, float]]] = defaultdict(list)
+        # Only the contacts continuity of carers can count: a care home may log thousands of drinks a month.
+        contacts_from = micros(self._window("carer_continuity")[0])
+        self.drink_contacts: list[q.CarerContact] = []
+        #: (time, event id, resident, band key, risk) of every raised or upgraded escalation band.
+        self.bands_raised: list[tuple[int, str, str, str, str]] = []
+        self.urinalysis: dict[str, list[tuple[datetime, str | None]]] = defaultdict(list)
         for key in directory["buckets"]:
             _, day, who = key.split("|")
             bucket = store.store.get(key) or {}
-            volumes[(who, date.fromisoformat(day))] += [(consumed, offered)
-                                                         for at, consumed, offered in bucket.get("fluids", {}).values()
-                                                         if at < before]
+            drinks = [entry for entry in bucket.get("fluids", {}).values() if entry[0] < before]
+            volumes[(who, date.fromisoformat(day))] += [(consumed, offered) for _, consumed, offered, _ in drinks]
+            self.drink_contacts += [q.CarerContact(who, carer, instant(at)) for at, _, _, carer in drinks
+                                    if carer is not None and at >= contacts_from]
+            self.urinalysis[who] += [(instant(at), episode_id)
+                                     for at, episode_id in bucket.get("urinalysis", {}).values() if at < before]
+            self.bands_raised += [(entry[0], eid, who, band, entry[1])
+                                  for band, parts in bucket.get("bands", {}).items()
+                                  for eid, entry in parts.get("raised", {}).items() if entry[0] < before]
             # The other kinds: entries by event id under (kind, identity[, part]), merged across days.
             for kind in ("falls", "calls", "visits", "scores", "bands"):
                 for identity, node in bucket.get(kind, {}).items():
@@ -246,8 +311,27 @@ class _Evaluation:
     def _window(self, indicator_id: str, beds: int | None = None) -> tuple[datetime, datetime]:
         return self.as_of - timedelta(days=self.rules[indicator_id].window_days_for(beds)), self.as_of
 
-    def indicators(self, beds: int | None) -> list[q.IndicatorValue]:
+    def indicators(self, indicator_ids: Sequence[str]) -> list[q.IndicatorValue]:
+        """The indicators `indicator_ids`, in that order; only the groups asked for are computed."""
+        values: dict[str, q.IndicatorValue] = {}
+        if set(indicator_ids) & set(q.INDICATOR_IDS):
+            values.update((v.indicator_id, v) for v in self._core())
+        if "carer_continuity" in indicator_ids:
+            values["carer_continuity"] = self._carer_continuity()
+        if "travel_time" in indicator_ids:
+            start, end = self._window("travel_time")
+            gaps = q.visit_gaps(self._carer_visits(), self.rules["travel_time"].parameters["break_over_s"])
+            values["travel_time"] = q.travel_time(self.location_id, start, end, gaps=gaps, rules=self.rules)
+        if "urinalysis_timeliness" in indicator_ids:
+            start, end = self._window("urinalysis_timeliness")
+            values["urinalysis_timeliness"] = q.urinalysis_timeliness(
+                self.location_id, start, end, episodes=self._amber_episodes(), rules=self.rules)
+        return [values[indicator_id] for indicator_id in indicator_ids]
+
+    def _core(self) -> list[q.IndicatorValue]:
+        """The ten core indicators (``quality.INDICATOR_IDS``); the profile's beds pick the falls window."""
         rules, loc = self.rules, self.location_id
+        beds = self.profile[2][2] if self.profile else None
         stays = [stay for resident, records in self.records.items()
                  for stay in q.stays_from_statuses(resident, [(instant(r[0]), r[2]) for r in records])]
         falls = self._falls()
@@ -279,6 +363,78 @@ class _Evaluation:
             loc, start, end, doses=[d for v, doses in visits if start <= v.planned_start < end for d in doses],
             rules=rules))
         return results
+
+    @cached_property
+    def _check_ins(self) -> dict[str, list]:
+        """Each checked-in visit's first check-in, [time, carer, resident], by visit id."""
+        return {visit_id: first for visit_id, parts in self.gathered["visits"].items()
+                if (first := _first(parts["check_in"])) is not None}
+
+    def _carer_continuity(self) -> q.IndicatorValue:
+        """Judged in the profile's setting: a homecare agency's contacts are its check-ins (one per visit), a
+        care home's the drinks its carers logged. A location with no profile counts as a homecare agency
+        when it has check-ins, else as a care home."""
+        check_ins = self._check_ins
+        setting = self.profile[2][1] if self.profile else "homecare" if check_ins else "care_home"
+        if setting == "homecare":
+            contacts = [q.CarerContact(resident, carer, instant(at)) for at, carer, resident in check_ins.values()]
+        else:
+            contacts = self.drink_contacts
+        start, end = self._window("carer_continuity")
+        return q.carer_continuity(self.location_id, start, end, contacts=contacts, setting=setting,
+                                  rules=self.rules)
+
+    def _carer_visits(self) -> list[q.CarerVisit]:
+        visits = []
+        for visit_id, (at, carer, _) in self._check_ins.items():
+            check_out = _first(self.gathered["visits"][visit_id]["check_out"])
+            visits.append(q.CarerVisit(carer, visit_id, instant(at), instant(check_out[0]) if check_out else None))
+        return visits
+
+    def _amber_episodes(self) -> list[q.AmberEpisode]:
+        """Episodes with a band at a risk the urinalysis pathway acts on, each with the first urinalysis of its
+        resident (that of its first band) at or after the recommendation naming that episode or none."""
+        amber = set(self.rules.urinalysis_pathway.recommend_at_risks)
+        by_episode: dict[str, list[tuple[int, str, str, int, str]]] = defaultdict(list)
+        for at, eid, resident, band, risk in self.bands_raised:
+            episode_id, raised_at = band.split("|")
+            by_episode[episode_id].append((at, eid, resident, int(raised_at), risk))
+        episodes = []
+        for episode_id, bands in by_episode.items():
+            recommended = min((raised_at for *_, raised_at, risk in bands if risk in amber), default=None)
+            if recommended is None:
+                continue
+            high = min((raised_at for *_, raised_at, risk in bands if risk == "high" and raised_at >= recommended),
+                       default=None)
+            resident = min(bands)[2]
+            recommended_at = instant(recommended)
+            answering = [at for at, named in self.urinalysis[resident] if named is None or named == episode_id]
+            episodes.append(q.AmberEpisode(episode_id, resident, recommended_at,
+                                           instant(high) if high is not None else None,
+                                           q.first_at_or_after(recommended_at, answering)))
+        return episodes
+
+    def capacity(self) -> q.CareHomeCapacity | q.HomecareCapacity | None:
+        """Live capacity at `as_of` from the newest profile before it (None without one): a care home's beds
+        from its residents' latest statuses, a homecare agency's roster (each visit's latest version; those
+        whose latest cancellation was the client's in advance are not planned care)."""
+        if self.profile is None:
+            return None
+        _, setting, beds, commissioned_hours = self.profile[2]
+        if setting == "care_home":
+            changes = [(resident, instant(r[0]), r[2])
+                       for resident, records in self.records.items() for r in records]
+            return q.care_home_capacity(self.location_id, self.as_of, max_beds=beds,
+                                        statuses=q.latest_statuses(changes, self.as_of))
+        since = micros(self.as_of - timedelta(days=7))  # homecare_capacity counts the 7 days before `as_of`
+        visits = []
+        for plan, parts in self._plans.values():
+            if plan[1] >= since:
+                cancel = _last(parts["cancelled"])
+                visits.append(q.RosteredVisit(plan[4], instant(plan[1]), instant(plan[5]),
+                                              bool(cancel and cancel[1])))
+        return q.homecare_capacity(self.location_id, self.as_of, visits=visits,
+                                   commissioned_hours_per_week=commissioned_hours)
 
     def _falls(self) -> list[tuple[datetime, str | None]]:
         """(first report, worst harm) per confirmed fall."""
@@ -323,7 +479,7 @@ class _Evaluation:
     def _triggers(self) -> list[q.EscalationTrigger]:
         triggers = []
         for band_key, parts in self.gathered["bands"].items():
-            raised = _first(parts["raised"])
+            raised = _first({eid: entry for eid, entry in parts["raised"].items() if entry[2] is not None})
             if raised is None:
                 continue
             acknowledged = _first(parts["acknowledged"])
@@ -346,20 +502,29 @@ class _Evaluation:
             due=[d for sets in per_resident.values() for d in q.due_observations(sets, close_s)],
             complete_sets=sum(1 for s in in_window if s.complete), all_sets=len(in_window), rules=self.rules)
 
+    @cached_property
+    def _plans(self) -> dict[str, tuple[list, dict]]:
+        """Each visit on the roster: its latest version and all its entries (check-ins, cancellations ...)."""
+        return {visit_id: (_last(parts["planned"]), parts) for visit_id, parts in self.gathered["visits"].items()
+                if parts["planned"]}
+
     def _visits(self) -> list[tuple[q.PlannedVisit, list[q.Dose]]]:
         """Each visit on the roster (its latest version) judged as of `as_of`, with its scheduled doses."""
-        plans = {visit_id: (_last(parts["planned"]), parts) for visit_id, parts in self.gathered["visits"].items()
-                 if parts["planned"]}
+        plans = self._plans
         # The next planned start of the same person bounds a visit's deadline ([V3]).
         starts: dict[str, list[int]] = defaultdict(list)
         for plan, _ in plans.values():
             starts[plan[4]].append(plan[1])
+        for person_starts in starts.values():
+            person_starts.sort()
         end_of_day_s = self.rules["missed_visits"].parameters["end_of_day_s"]
         judged = []
         for visit_id, (plan, parts) in plans.items():
             planned_start = instant(plan[1])
-            later = [s for s in starts[plan[4]] if s > plan[1]]
-            deadline = q.visit_deadline(planned_start, instant(min(later)) if later else None, end_of_day_s)
+            person_starts = starts[plan[4]]
+            later = bisect.bisect_right(person_starts, plan[1])
+            deadline = q.visit_deadline(planned_start, instant(person_starts[later]) if later < len(person_starts)
+                                        else None, end_of_day_s)
             check_in = _first(parts["check_in"])
             checked_in_at = instant(check_in[0]) if check_in else None
             cancel = _last(parts["cancelled"])
@@ -418,8 +583,29 @@ def indicator_update(value: q.IndicatorValue, rules: q.QualityRules, *, kind: st
                               received_at=now, source=ev.Source(gateway_id=worker_id), **content)
 
 
+def capacity_update(capacity: q.CareHomeCapacity | q.HomecareCapacity, profile_event_id: str, *, worker_id: str,
+                    now: datetime) -> ev.LocationCapacity:
+    """The ``capacity`` topic's form of a location's live capacity; the same figures at the same instant always
+    get the same id."""
+    if isinstance(capacity, q.CareHomeCapacity):
+        figures = dict(setting="care_home", max_beds=capacity.max_beds, occupied_beds=capacity.occupied_beds,
+                       reserved_beds=capacity.reserved_beds, vacant_beds=capacity.vacant_beds,
+                       over_max_beds=capacity.over_max_beds)
+    else:
+        figures = dict(setting="homecare", people_receiving_care=capacity.people_receiving_care,
+                       planned_hours_7d=capacity.planned_hours_7d,
+                       commissioned_hours_7d=capacity.commissioned_hours_7d,
+                       commissioned_hours_not_planned=capacity.commissioned_hours_not_planned)
+    identity = json.dumps([capacity.location_id, capacity.at.isoformat(), profile_event_id, figures],
+                          sort_keys=True)
+    return ev.LocationCapacity(event_id=ev.derived_event_id("capacity", identity), occurred_at=capacity.at,
+                               received_at=now, source=ev.Source(gateway_id=worker_id),
+                               location_id=capacity.location_id, profile_event_id=profile_event_id, **figures)
+
+
 class IndicatorBoard:
-    """What a worker has published for each location it owns, and what it must publish next.
+    """What a worker has published for each location it owns, and what it must publish next: the indicators
+    of `streamed_indicator_ids` and, for a location with a profile, its live capacity whenever it changes.
 
     Memory only: after a restart or a rebalance everything is evaluated and published once more (same
     values, same event ids), which a compacted topic and idempotent consumers absorb.
@@ -435,6 +621,8 @@ class IndicatorBoard:
         self.refresh = refresh
         self._last_run: dict[str, datetime] = {}
         self._published: dict[str, tuple] = {}
+        self._capacity: dict[str, tuple] = {}
+        self.indicator_ids = streamed_indicator_ids(store.rules)
         self._evaluated_at: dict[str, datetime] = {}
         self._snapshot_at: dict[str, datetime] = {}
         #: Per location with new events since its last evaluation: the earliest of their event times.
@@ -457,6 +645,7 @@ class IndicatorBoard:
     def forget(self) -> None:
         """Evaluate and publish everything again (after a rebalance or table recovery)."""
         self._published.clear()
+        self._capacity.clear()
         self._evaluated_at.clear()
         self._snapshot_at.clear()
         self._last_run.clear()
@@ -467,11 +656,12 @@ class IndicatorBoard:
         last = self._last_run.get(location_id)
         return last is None or now - last >= self.refresh
 
-    def updates(self, location_id: str, now: datetime, beds: int | None = None
-                ) -> list[tuple[TopicSpec, str, ev.Event]]:
+    def updates(self, location_id: str, now: datetime) -> list[tuple[TopicSpec, str, ev.Event]]:
         """(topic, key, event) for each indicator whose published form changed — the current values, and the
-        snapshot at the last local midnight when that midnight is new or an event before it arrived — and an
-        alert for each current indicator that turned red."""
+        snapshot at the last local midnight when that midnight is new or an event before it arrived — an
+        alert for each current indicator that turned red, and the live capacity when it changed. Capacity is
+        evaluated at the same instant as the current values: a homecare agency's planned hours move with
+        time even when nothing happens."""
         if not self.due(location_id, now):
             return []
         as_of = evaluation_instant(self.store.clock(location_id), now, self.wall_clock_lag)
@@ -480,13 +670,15 @@ class IndicatorBoard:
         if changed_since is not None or self._evaluated_at.get(location_id) != as_of:
             self._evaluated_at[location_id] = as_of
             self._last_run[location_id] = now
-            for value in self.store.evaluate(location_id, as_of, beds=beds):
+            evaluation = _Evaluation(self.store, location_id, as_of)
+            for value in evaluation.indicators(self.indicator_ids):
                 results += self._if_changed(topics_key(value.location_id, value.indicator_id), value, "current", now)
+            results += self._if_capacity_changed(evaluation, now)
         midnight = last_midnight(as_of)
         if self._snapshot_at.get(location_id) != midnight or (changed_since is not None and changed_since < midnight):
             self._snapshot_at[location_id] = midnight
             day = local_day(midnight).isoformat()
-            for value in self.store.evaluate(location_id, midnight, beds=beds):
+            for value in self.store.evaluate(location_id, midnight, self.indicator_ids):
                 results += self._if_changed(history_key(value.location_id, value.indicator_id, day), value,
                                             "daily_snapshot", now)
         return results
@@ -506,3 +698,15 @@ class IndicatorBoard:
         if value.status is q.Rag.RED and (before is None or before[5] is not q.Rag.RED):
             results.append((ALERTS, value.location_id, alerts.indicator_turned_red(update, now, self.worker_id)))
         return results
+
+    def _if_capacity_changed(self, evaluation: _Evaluation, now: datetime) -> list[tuple[TopicSpec, str, ev.Event]]:
+        capacity = evaluation.capacity()
+        if capacity is None:
+            return []
+        profile_event_id = evaluation.profile[1]
+        content = (profile_event_id, replace(capacity, at=None))
+        if self._capacity.get(capacity.location_id) == content:
+            return []
+        self._capacity[capacity.location_id] = content
+        return [(CAPACITY, capacity.location_id,
+                 capacity_update(capacity, profile_event_id, worker_id=self.worker_id, now=now))]

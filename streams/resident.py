@@ -3,7 +3,12 @@
 The Faust agent only routes a resident's messages here, sends the outputs and stores the state in a
 changelog-backed table; the timer calls `tick`. Tests drive this module directly, and end-to-end
 tests drive it through the broker. The rules themselves are the pure cores in `indicators`
-(`assembly`, `escalation`, `monitoring`, `news2`).
+(`assembly`, `escalation`, `monitoring`, `news2`, `urinalysis`).
+
+The urinalysis pathway (issue 11: a urinalysis recommended for each amber episode, and whether it was done
+in time) runs only when the quality rules switch it on. It is off by default: NICE and UKHSA advise against
+dipstick diagnosis of UTI in people over 65 (cqc_domain.md §2.2 row 13, [U3]), so it waits for a clinical
+safety officer's sign-off.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from carepulse import events, topics
-from indicators import assembly, escalation, monitoring, news2
+from indicators import assembly, escalation, monitoring, news2, quality, urinalysis
 from streams.scoring import score_observation_set, to_core
 
 #: How many recent input ids each resident's state remembers for deduplication, as 64-bit prefixes.
@@ -53,6 +58,8 @@ class ResidentState:
     # in no guaranteed relative order (a backlog of acknowledgements can be read before the observations they
     # answer). Each waits until the resident's event time reaches it, then answers the episode open then.
     pending_acknowledgements: tuple[tuple[datetime, str], ...] = ()
+    # The urinalysis pathway's recommendations and recent results (only while the pathway is switched on).
+    urinalysis_pathway: urinalysis.PathwayState = field(default_factory=urinalysis.PathwayState)
 
     def to_json(self) -> dict:
         return {
@@ -66,6 +73,7 @@ class ResidentState:
             "episode": self.episode.to_json() if self.episode else None,
             "due": self.due.to_json() if self.due else None,
             "pending_acknowledgements": [[at.isoformat(), by] for at, by in self.pending_acknowledgements],
+            "urinalysis_pathway": None if self.urinalysis_pathway.empty else self.urinalysis_pathway.to_json(),
         }
 
     @classmethod
@@ -89,6 +97,7 @@ class ResidentState:
             pending_acknowledgements=tuple(
                 (datetime.fromisoformat(at), by) for at, by in data.get("pending_acknowledgements", ())
             ),
+            urinalysis_pathway=urinalysis.PathwayState.from_json(data.get("urinalysis_pathway")),
         )
 
     def seen(self, event_id: uuid.UUID | str) -> bool:
@@ -110,9 +119,18 @@ class ResidentState:
 
 @dataclass
 class ResidentProcessor:
+    """`quality_rules` hold the urinalysis pathway's switch and target; without them (or switched off, the
+    default) the processor publishes no urinalysis actions and keeps no urinalysis state."""
+
     rules: escalation.EscalationRules
     worker_id: str
     outputs: list[Output] = field(default_factory=list)
+    quality_rules: quality.QualityRules | None = None
+
+    def __post_init__(self) -> None:
+        self.urinalysis_rules: urinalysis.PathwayRules | None = (
+            urinalysis.PathwayRules.from_quality(self.quality_rules)
+            if self.quality_rules is not None and self.quality_rules.urinalysis_pathway.enabled else None)
 
     # -- inputs ---------------------------------------------------------------------------------------
     def handle(self, state: ResidentState, event: events.ResidentEvent, now: datetime) -> tuple[ResidentState, list[Output]]:
@@ -122,9 +140,9 @@ class ResidentProcessor:
         self.outputs = []
         latest_before = state.latest_reading_at
         state = state.remember(event)
-        if not isinstance(event, events.EscalationAcknowledgement):
+        if not isinstance(event, (events.EscalationAcknowledgement, events.UrinalysisResult)):
             # Observations, records and reviews move the resident's episode on in event time; acknowledgements
-            # do not (a backlog of them may be read ahead of everything else).
+            # and urinalysis results do not (a backlog of them may be read ahead of everything else).
             state = self._answer_pending(state, event.occurred_at, event.source, now)
         match event:
             case events.DeviceReading() | events.ManualObservation():
@@ -139,6 +157,8 @@ class ResidentProcessor:
                 episode, transitions = escalation.on_clinical_review(state.episode, event.occurred_at, event.outcome)
                 state = replace(state, episode=episode)
                 self._publish_transitions(state, transitions, event.source, now)
+            case events.UrinalysisResult():
+                state = self._on_urinalysis_result(state, event, now)
         return state, self.outputs
 
     def _on_reading(
@@ -206,7 +226,7 @@ class ResidentProcessor:
         episode, transitions = escalation.on_score(state.episode, facts, self.rules, new_id)
         state = replace(state, episode=episode)
         self._publish_transitions(state, transitions, source, now)
-        return state
+        return self._recommend_urinalysis(state, transitions, now)
 
     def _acknowledge(
         self, state: ResidentState, at: datetime, by: str, source: events.Source, now: datetime
@@ -235,6 +255,54 @@ class ResidentProcessor:
             if state.episode is not None:
                 state = self._acknowledge(state, at, by, source, now)
         return state
+
+    # -- the urinalysis pathway ---------------------------------------------------------------------------
+    def _recommend_urinalysis(self, state: ResidentState, transitions: list[escalation.Transition], now: datetime
+                              ) -> ResidentState:
+        """Each band raised or upgraded may recommend, move or withdraw the episode's urinalysis."""
+        if self.urinalysis_rules is None:
+            return state
+        pathway = state.urinalysis_pathway
+        for transition in transitions:
+            if transition.status in ("raised", "upgraded"):
+                episode = transition.episode
+                pathway, actions = urinalysis.on_band(pathway, self.urinalysis_rules, episode.episode_id,
+                                                      episode.risk.value, episode.raised_at)
+                self._publish_urinalysis(state, actions, now)
+        # Pruned on the resident's reading time, never ahead of the wall clock (a device clock may run fast).
+        clock = min(state.latest_reading_at or now, now)
+        return replace(state, urinalysis_pathway=urinalysis.prune(pathway, self.urinalysis_rules, clock))
+
+    def _on_urinalysis_result(self, state: ResidentState, result: events.UrinalysisResult, now: datetime
+                              ) -> ResidentState:
+        """A result answers the resident's recommendations made at or before it: the one it names, or, naming
+        none, every one (as the indicator matches it, ``recompute._amber_episodes``). It is accepted with or
+        without a recommendation: the location's indicator reads it from ``clinical-actions`` either way."""
+        if self.urinalysis_rules is None:
+            return state
+        pathway, actions = urinalysis.on_result(state.urinalysis_pathway, self.urinalysis_rules,
+                                                str(result.event_id), result.occurred_at,
+                                                str(result.episode_id) if result.episode_id else None)
+        self._publish_urinalysis(state, actions, now)
+        clock = min(result.occurred_at, now)
+        return replace(state, urinalysis_pathway=urinalysis.prune(pathway, self.urinalysis_rules, clock))
+
+    def _publish_urinalysis(self, state: ResidentState, actions: list[urinalysis.Action], now: datetime) -> None:
+        for action in actions:
+            rec, result = action.recommendation, action.result
+            self._emit(topics.URINALYSIS, events.UrinalysisRecommendation(
+                event_id=action.event_id,
+                episode_id=uuid.UUID(rec.episode_id),
+                status=action.status.value,
+                risk=rec.risk,
+                recommended_at=rec.recommended_at,
+                due_at=rec.due_at,
+                result_event_id=uuid.UUID(result.event_id) if result else None,
+                tested_at=result.tested_at if result else None,
+                on_time=action.on_time,
+                rules_version=self.urinalysis_rules.version,
+                **self._envelope(state, action.at, now),
+            ))
 
     def _on_resident_record(self, state: ResidentState, record: events.ResidentRecord, now: datetime) -> ResidentState:
         scale2_since = record.scale2_prescription.prescribed_at if record.scale2_prescription else None
@@ -273,6 +341,10 @@ class ResidentProcessor:
                 due_at=due.due_at, monitoring=due.monitoring, **self._envelope(state, due.due_at, now),
             ))
             state = replace(state, due=monitoring.reported(due))
+        if self.urinalysis_rules is not None:
+            pathway, actions = urinalysis.on_clock(state.urinalysis_pathway, clock)
+            self._publish_urinalysis(state, actions, now)
+            state = replace(state, urinalysis_pathway=pathway)
         return state, self.outputs
 
     # -- building events ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ location's store, so that a poisoned state is caught by the inputs after it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from collections import Counter
@@ -28,7 +29,7 @@ from hypothesis import strategies as st
 
 from carepulse import events, topics
 from carepulse.settings import Settings
-from indicators import escalation, news2
+from indicators import escalation, news2, quality
 from streams.app import LOCATION_INPUTS, RESIDENT_INPUTS, dead_letter_event, parse_keyed_event
 from streams.location import IndicatorBoard, LocationStore
 from streams.resident import ResidentProcessor, ResidentState
@@ -40,6 +41,10 @@ pytestmark = pytest.mark.fuzz
 NOW = T0
 RESIDENT, LOCATION = "res-1", "loc-1"
 RULES = escalation.load_rules()
+# The urinalysis pathway switched on, so its code is fuzzed too (it is off in the packaged rules).
+PATHWAY_ON = dataclasses.replace(
+    quality.packaged_rules(),
+    urinalysis_pathway=dataclasses.replace(quality.packaged_rules().urinalysis_pathway, enabled=True))
 SETTINGS = Settings()
 FUTURE_TOLERANCE = timedelta(seconds=SETTINGS.indicators_future_tolerance_s)
 #: What became of the inputs, over the module: the teardown checks the fuzzing reached every outcome.
@@ -103,6 +108,13 @@ def _valid_events() -> list[dict[str, Any]]:
         _envelope(6, event_type="escalation", episode_id=episode, status="acknowledged", risk="high", total=9,
                   any_single_3=True, response="Emergency response", rules_version="news2.1",
                   acknowledged_by="nurse-1", acknowledged_at=(NOW + timedelta(minutes=6)).isoformat()),
+        _envelope(40, event_type="urinalysis_result", recorded_by="carer-1", reader="smartphone_reader",
+                  leukocytes="+", nitrites="negative", blood="trace", protein="negative", episode_id=episode),
+        _envelope(3, event_type="urinalysis_recommendation", episode_id=episode, status="recommended",
+                  risk="medium", recommended_at=NOW.isoformat(), due_at=(NOW + timedelta(hours=6)).isoformat(),
+                  rules_version="carepulse-quality.2"),
+        {key: value for key, value in _envelope(-60 * 24, event_type="location_profile", setting="care_home",
+                                                registered_beds=30).items() if key != "resident_id"},
     ]
 
 
@@ -232,7 +244,7 @@ def _location_step(store: LocationStore, board: IndicatorBoard, event: events.Ev
 @examples(0.5)
 @given(batch=st.lists(messages(), min_size=1, max_size=6))
 def test_every_message_is_handled_or_dead_lettered_with_a_reason(batch) -> None:
-    processor = ResidentProcessor(RULES, "worker-fuzz")
+    processor = ResidentProcessor(RULES, "worker-fuzz", quality_rules=PATHWAY_ON)
     states: dict[bytes, ResidentState] = {}
     table: dict[str, Any] = {}
     store = LocationStore(table)

@@ -1,13 +1,13 @@
 """The batch oracle (indicators/recompute.py) over a small hand-built log, compared whole.
 
-Two locations: a care home (home-a, 30 beds: the 90-day falls window of cqc_domain.md §2.1) with four
-residents, and a homecare agency (home-b) with one client. Every event appears twice and the log is
-reversed, so deduplication and ordering are exercised on every indicator. Expected numbers are worked out
-in the comments.
+Two locations: a care home (home-a, whose profile, `home_profile`, gives 30 beds: the 90-day falls window
+of cqc_domain.md §2.1) with four residents, and a homecare agency (home-b, no profile) with one client.
+Every event appears twice and the log is reversed, so deduplication and ordering are exercised on every
+indicator. Expected numbers are worked out in the comments.
 
-Issue 11's indicators (continuity of carers, travel between visits, urinalysis timeliness) are recomputed
-only when asked for; a third location (home-c, an agency of six clients over 14 days) gives them
-sufficient data. Live capacity has its own oracle function.
+Issue 11's indicators (continuity of carers, travel between visits, urinalysis timeliness, from urinalysis
+results) are recomputed only when asked for; a third location (home-c, an agency of six clients over 14
+days) gives them sufficient data. Live capacity has its own oracle function, for locations with a profile.
 """
 
 from __future__ import annotations
@@ -33,6 +33,15 @@ def t(month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> 
 
 def make(model: type, at: datetime, location_id: str = "home-a", **fields) -> ev.Event:
     return model(event_id=uuid.uuid4(), occurred_at=at, received_at=at, source=SRC, location_id=location_id, **fields)
+
+
+def profile(at: datetime, location_id: str = "home-a", **fields) -> ev.Event:
+    return make(ev.LocationProfile, at, location_id, **fields)
+
+
+def home_profile() -> ev.Event:
+    """home-a's profile: 30 registered beds, under the 40 of the small-home window (§2.1)."""
+    return profile(t(1, 5), setting="care_home", registered_beds=30)
 
 
 def care_home() -> list[ev.Event]:
@@ -86,10 +95,13 @@ def escalation(status: str, episode: uuid.UUID, risk: str, raised_at: datetime, 
                 acknowledged_at=acknowledged_at)
 
 
+EPISODES = [uuid.uuid5(uuid.NAMESPACE_OID, f"episode-{i}") for i in range(1, 6)]
+
+
 def escalations() -> list[ev.Event]:
     """e1: medium acknowledged in time, then upgraded to high and acknowledged 5 min late (a red event);
     e2–e4 in time; e5 still inside its deadline at as_of (pending). 4 of 5 on time."""
-    e = [uuid.uuid4() for _ in range(5)]
+    e = EPISODES
     log = [
         escalation("raised", e[0], "medium", t(11, 20, 10), 60),
         escalation("acknowledged", e[0], "medium", t(11, 20, 10), 60, t(11, 20, 10, 30)),
@@ -212,20 +224,36 @@ EXPECTED = [
 
 
 def test_recompute_with_duplicates_out_of_order():
-    log = care_home() + homecare()
-    assert recompute(list(reversed(log + log)), as_of=AS_OF, bed_counts={"home-a": 30}) == EXPECTED
+    log = care_home() + homecare() + [home_profile()]
+    assert recompute(list(reversed(log + log)), as_of=AS_OF) == EXPECTED
 
 
 def test_recompute_is_independent_of_arrival_order():
-    log = care_home() + homecare()
-    assert recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}) == \
-        recompute(log[1::2] + log[::2], as_of=AS_OF, bed_counts={"home-a": 30})
+    log = care_home() + homecare() + [home_profile()]
+    assert recompute(log, as_of=AS_OF) == recompute(log[1::2] + log[::2], as_of=AS_OF)
 
 
-def test_large_home_uses_the_28_day_falls_window():
-    # 28 censuses for r1, r2, r4 and 26 for r3 -> 110 OBD: insufficient data (§2.1, fewer than 300).
-    falls = recompute(care_home(), as_of=AS_OF)[0]
-    assert falls == value("falls_rate", "home-a", 28, 2, 110, 2 / 110 * 1000, I)
+#: 28 censuses for r1, r2, r4 and 26 for r3 -> 110 OBD: insufficient data (§2.1, fewer than 300).
+FALLS_OVER_28_DAYS = value("falls_rate", "home-a", 28, 2, 110, 2 / 110 * 1000, I)
+
+
+def test_a_home_of_40_beds_or_more_uses_the_28_day_falls_window():
+    log = care_home() + [home_profile(), profile(t(11, 1), setting="care_home", registered_beds=40)]
+    assert recompute(log, as_of=AS_OF)[0] == FALLS_OVER_28_DAYS
+
+
+def test_the_newest_profile_before_as_of_gives_the_beds():
+    log = care_home() + [home_profile(), profile(t(11, 22, 18), setting="care_home", registered_beds=45)]
+    assert recompute(log, as_of=AS_OF)[0] == FALLS_OVER_28_DAYS
+    before = t(11, 22, 18)
+    assert recompute(log, as_of=before)[0].window_start == before - timedelta(days=90)
+
+
+def test_a_home_without_a_profile_uses_the_28_day_window_unless_a_bed_count_is_given():
+    log = care_home()
+    assert recompute(log, as_of=AS_OF)[0] == FALLS_OVER_28_DAYS
+    assert recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}) == recompute(log + [home_profile()], as_of=AS_OF)
+    assert recompute(log + [home_profile()], as_of=AS_OF, bed_counts={"home-a": 40})[0] == FALLS_OVER_28_DAYS
 
 
 def test_empty_log():
@@ -256,14 +284,22 @@ def agency_run() -> list[ev.Event]:
     return log
 
 
-def urinalysis() -> list[q.Urinalysis]:
+def urinalysis(at: datetime, location_id: str = "home-a", resident_id: str = "r1",
+               episode_id: uuid.UUID | None = None) -> ev.Event:
+    return make(ev.UrinalysisResult, at, location_id, resident_id=resident_id, recorded_by="carer-1",
+                reader="smartphone_reader", leukocytes="+", nitrites="positive", blood="negative",
+                protein="trace", episode_id=episode_id)
+
+
+def urinalyses() -> list[ev.Event]:
     """r1's urinalyses at home-a (all escalations() are r1's): 11 Nov 12:00 answers e2 (low-medium, 09:00) in
     3 h; 12 Nov 16:00 comes 7 h after e3 (late); 20 Nov 11:00 comes after e1's upgrade to high at 10:45
-    (e1 leaves the denominator) and is e4's (13 Nov) first, a week late; 23 Nov 10:00 is after as_of, so
-    e5 (medium, 08:50) is pending. 1 of 3 on time. A home-b result has no episode to answer."""
-    return [q.Urinalysis("home-a", "r1", t(11, 11, 12)), q.Urinalysis("home-a", "r1", t(11, 12, 16)),
-            q.Urinalysis("home-a", "r1", t(11, 20, 11)), q.Urinalysis("home-a", "r1", t(11, 23, 10)),
-            q.Urinalysis("home-b", "client-1", t(11, 20, 9))]
+    (e1 leaves the denominator) and is e4's (13 Nov) first, a week late; 23 Nov 08:55 names e1, so it does
+    not answer e5 (medium, 08:50), and 23 Nov 10:00 is after as_of: e5 is pending. 1 of 3 on time. A home-b
+    result has no episode to answer."""
+    return [urinalysis(t(11, 11, 12)), urinalysis(t(11, 12, 16)), urinalysis(t(11, 20, 11)),
+            urinalysis(t(11, 23, 8, 55), episode_id=EPISODES[0]), urinalysis(t(11, 23, 10)),
+            urinalysis(t(11, 20, 9), "home-b", "client-1")]
 
 
 def continuity(location_id: str, setting: str, numerator: int, denominator: int, status: Rag,
@@ -293,17 +329,32 @@ EXPECTED_EXTENSIONS = [
 
 
 def test_recompute_issue_11_indicators_with_duplicates_out_of_order():
-    log = care_home() + homecare() + agency_run()
-    assert recompute(list(reversed(log + log)), as_of=AS_OF, bed_counts={"home-a": 30},
-                     indicator_ids=q.EXTENSION_INDICATOR_IDS, urinalysis=urinalysis() * 2) == EXPECTED_EXTENSIONS
+    log = care_home() + homecare() + agency_run() + urinalyses() + [home_profile()]
+    assert recompute(list(reversed(log + log)), as_of=AS_OF,
+                     indicator_ids=q.EXTENSION_INDICATOR_IDS) == EXPECTED_EXTENSIONS
+
+
+def test_a_urinalysis_naming_no_episode_answers_the_one_open():
+    log = care_home() + [e for e in urinalyses() if e.occurred_at != t(11, 23, 8, 55)]
+    log.append(urinalysis(t(11, 23, 8, 55)))
+    timeliness = recompute(log, as_of=AS_OF, indicator_ids=("urinalysis_timeliness",))[0]
+    assert (timeliness.numerator, timeliness.denominator, timeliness.details) == \
+        (2, 4, {"pending": 0, "upgraded_to_high": 1})
+
+
+def test_the_profile_sets_the_setting_continuity_is_judged_in():
+    # home-c's check-ins would make it a homecare agency; its profile says it is a care home, whose
+    # contacts are carer-logged drinks (none here).
+    log = agency_run() + [profile(t(11, 1), "home-c", setting="care_home", registered_beds=12)]
+    assert recompute(log, as_of=AS_OF, indicator_ids=("carer_continuity",)) == \
+        [continuity("home-c", "care_home", 0, 0, I, None, 0)]
 
 
 def test_all_indicators_come_per_location_in_the_order_asked():
-    log = care_home() + homecare()
-    values = recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}, indicator_ids=q.ALL_INDICATOR_IDS,
-                       urinalysis=urinalysis())
+    log = care_home() + homecare() + urinalyses() + [home_profile()]
+    values = recompute(log, as_of=AS_OF, indicator_ids=q.ALL_INDICATOR_IDS)
     assert values == EXPECTED[:10] + EXPECTED_EXTENSIONS[:3] + EXPECTED[10:] + EXPECTED_EXTENSIONS[3:6]
-    picked = recompute(log, as_of=AS_OF, bed_counts={"home-a": 30}, indicator_ids=("travel_time", "falls_rate"))
+    picked = recompute(log, as_of=AS_OF, indicator_ids=("travel_time", "falls_rate"))
     assert picked == [EXPECTED_EXTENSIONS[1], EXPECTED[0], EXPECTED_EXTENSIONS[4], EXPECTED[10]]
 
 
@@ -311,6 +362,10 @@ def test_unknown_indicator_is_refused():
     with pytest.raises(ValueError) as error:
         recompute([], as_of=AS_OF, indicator_ids=("falls_rate", "uti_rate"))
     assert str(error.value).startswith("No indicator uti_rate; known: falls_rate, falls_with_harm_rate,")
+
+
+def agency_profile(at: datetime, hours: float | None = 10.0) -> ev.Event:
+    return profile(at, "home-b", setting="homecare", commissioned_hours_per_week=hours)
 
 
 @pytest.mark.parametrize("as_of, expected", [
@@ -324,9 +379,24 @@ def test_unknown_indicator_is_refused():
              q.HomecareCapacity("home-b", AS_OF, 1, 8.0, 10.0, 2.0)]),
 ])
 def test_capacity(as_of, expected):
-    log = care_home() + homecare()
-    assert capacity(list(reversed(log + log)), as_of=as_of, bed_counts={"home-a": 30},
-                    commissioned_hours_per_week={"home-b": 10.0}) == expected
-    without_commissioned = capacity(log, as_of=as_of, bed_counts={"home-a": 30})[1]
-    assert (without_commissioned.commissioned_hours_7d, without_commissioned.commissioned_hours_not_planned) == \
-        (None, None)
+    log = care_home() + homecare() + [home_profile(), agency_profile(t(11, 1))]
+    assert capacity(list(reversed(log + log)), as_of=as_of) == expected
+
+
+def test_capacity_follows_the_newest_profile_before_as_of_and_needs_one():
+    log = care_home() + homecare() + [home_profile()]
+    assert [c.location_id for c in capacity(log, as_of=AS_OF)] == ["home-a"]
+    log += [agency_profile(t(11, 1)), agency_profile(t(11, 22), hours=None),
+            profile(t(11, 22), setting="care_home", registered_beds=3)]
+    home, agency = capacity(log, as_of=AS_OF)
+    assert home == q.CareHomeCapacity("home-a", AS_OF, 3, 4, 0, 0, 1)
+    assert (agency.commissioned_hours_7d, agency.commissioned_hours_not_planned) == (None, None)
+    assert capacity(log, as_of=t(11, 21, 9))[1].commissioned_hours_7d == 10.0
+
+
+def test_a_visit_whose_latest_cancellation_was_the_providers_is_still_planned():
+    log = homecare() + [agency_profile(t(11, 1)),
+                        make(ev.VisitCancelled, t(11, 20, 19), location_id="home-b", resident_id="client-1",
+                             visit_id="v4", by_client_in_advance=False)]
+    # v4 (21 Nov 08:00), cancelled by the client and then by the provider, joins v9, v1, v2, v3 (4 h before).
+    assert capacity(log, as_of=t(11, 21, 9))[0].planned_hours_7d == 5.0
