@@ -56,7 +56,7 @@ def feed(tmp_path_factory: pytest.TempPathFactory):
 SEGMENTS = st.one_of(
     st.sampled_from([LOC_A, LOC_B, "loc-learned", "..", ".", "%2e%2e", "..%2f..%2fetc%2fpasswd", "%00", "%ff",
                      "indicators", "escalations", "inspection", "inspection.html", "fhir", "MeasureReport", "Measure",
-                     "history", "falls_rate", "escalation_timeliness", "x" * 65, "x" * 5000, "%E2%80%AE", "~",
+                     "history", "falls_rate", "escalation_timeliness", "capacity", "travel_time", "x" * 65, "x" * 5000, "%E2%80%AE", "~",
                      "res-a0", "'; DROP TABLE feed_api_keys; --"]),
     st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=20).map(
         lambda text: quote(text, safe="")),
@@ -64,17 +64,20 @@ SEGMENTS = st.one_of(
 ROUTES = ["/v1/locations", "/v1/locations/{x}", "/v1/locations/{x}/indicators", "/v1/locations/{x}/indicators/{y}/history",
           "/v1/escalations/summary", "/v1/locations/{x}/escalations", "/v1/fhir/Measure/{y}",
           "/v1/locations/{x}/fhir/MeasureReport", "/v1/locations/{x}/fhir/MeasureReport/{y}",
-          "/v1/locations/{x}/inspection", "/v1/locations/{x}/inspection.html"]
+          "/v1/locations/{x}/inspection", "/v1/locations/{x}/inspection.html", "/v1/capacity",
+          "/v1/locations/{x}/capacity"]
 paths = st.one_of(
     st.lists(SEGMENTS, min_size=0, max_size=6).map(lambda parts: "/v1/" + "/".join(parts)),
     st.builds(lambda route, x, y: route.format(x=x, y=y), st.sampled_from(ROUTES),
               st.sampled_from([LOC_A, LOC_A, LOC_B]) | SEGMENTS, st.sampled_from(["falls_rate", "escalation_timeliness"]) | SEGMENTS),
     st.builds(lambda route, x, y: route.format(x=x, y=y), st.sampled_from(ROUTES), st.just(LOC_A), st.just("falls_rate")),
 )
-QUERY_NAMES = ["limit", "offset", "from", "to", "since", "until", "location_id", "status", "limt", "", "a[]"]
+QUERY_NAMES = ["limit", "offset", "from", "to", "since", "until", "location_id", "status", "setting",
+               "min_vacant_beds", "min_hours_not_planned", "limt", "", "a[]"]
 query_values = st.one_of(
     st.integers(-(2**70), 2**70).map(str), st.sampled_from(["", "0", "500", "501", "1000001", "2026-11-01", "0001-01-01",
-                                                            "9999-12-31", "2026-02-30", "NaN", "1e9", "raised", LOC_A]),
+                                                            "9999-12-31", "2026-02-30", "NaN", "1e9", "raised", "care_home", "homecare",
+                                                            "-1", "inf", LOC_A]),
     st.text(max_size=30),
 )
 queries = st.lists(st.tuples(st.sampled_from(QUERY_NAMES) | st.text(max_size=8), query_values), max_size=4)
