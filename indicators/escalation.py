@@ -5,6 +5,11 @@ open; a worse score within an open episode upgrades it (amber to red) and restar
 worse band's deadline, which also needs a new acknowledgement. An episode ends when a clinical review
 is recorded, or after the resident's scores have stayed low for `resolve_after_low_s`.
 
+An acknowledgement answers the band open when it was made (its event time), whatever order it is read in
+relative to the scores: one made before an upgrade answers the earlier band (kept in `Episode.earlier_bands`),
+one made at or after it answers the upgraded band. `band_settled` tells whether that band can still change
+with scores not yet read, so that the caller can hold an acknowledgement until it cannot.
+
 Deadlines and the other numbers come from ``indicators/config/escalation.toml`` (each with its source).
 Time is always a parameter; nothing here reads a clock.
 """
@@ -84,6 +89,10 @@ class Episode:
     acknowledged_by: str | None = None
     overdue_reported: bool = False
     low_since: datetime | None = None
+    # The bands this episode was in before the open one, oldest first, each as it stood when it was upgraded
+    # (at most two: bands only rise). An acknowledgement made before the upgrade but read after it answers
+    # the band open when it was made; the indicators count each band's acknowledgement against its deadline.
+    earlier_bands: tuple[Episode, ...] = ()
 
     def to_json(self) -> dict:
         return {
@@ -98,6 +107,7 @@ class Episode:
             "acknowledged_by": self.acknowledged_by,
             "overdue_reported": self.overdue_reported,
             "low_since": self.low_since.isoformat() if self.low_since else None,
+            "earlier_bands": [band.to_json() for band in self.earlier_bands],
         }
 
     @classmethod
@@ -117,6 +127,7 @@ class Episode:
             acknowledged_by=data.get("acknowledged_by"),
             overdue_reported=data.get("overdue_reported", False),
             low_since=when("low_since"),
+            earlier_bands=tuple(cls.from_json(band) for band in data.get("earlier_bands", ())),
         )
 
 
@@ -172,6 +183,7 @@ def on_score(
                 acknowledged_by=None,
                 overdue_reported=False,
                 low_since=None,
+                earlier_bands=(*episode.earlier_bands, replace(episode, earlier_bands=(), low_since=None)),
             )
             return upgraded, [Transition("upgraded", upgraded, score.occurred_at)]
         return (replace(episode, low_since=None) if episode.low_since else episode), []
@@ -186,13 +198,44 @@ def on_score(
 
 
 def on_acknowledgement(episode: Episode | None, at: datetime, by: str) -> tuple[Episode | None, list[Transition]]:
-    """Staff acknowledged the open episode. Only the first acknowledgement of a band counts, and only one made
-    once the band was raised: an acknowledgement of amber delivered late, after the upgrade to red, is not the
-    new acknowledgement red needs."""
-    if episode is None or episode.acknowledged_at is not None or at < episode.raised_at:
-        return episode, []
-    acknowledged = replace(episode, acknowledged_at=at, acknowledged_by=by)
-    return acknowledged, [Transition("acknowledged", acknowledged, at)]
+    """Staff acknowledged, at `at`, the band of the episode open then. Only the first acknowledgement of a band
+    counts. One made before the open band was raised answers the earlier band open at that time (an amber
+    acknowledgement delivered after the upgrade to red is not the new acknowledgement red needs), or nothing
+    if it was made before the episode began. The transition carries the band it acknowledged."""
+    if episode is None:
+        return None, []
+    if at >= episode.raised_at:
+        if episode.acknowledged_at is not None:
+            return episode, []
+        acknowledged = replace(episode, acknowledged_at=at, acknowledged_by=by)
+        return acknowledged, [Transition("acknowledged", acknowledged, at)]
+    for index in reversed(range(len(episode.earlier_bands))):
+        band = episode.earlier_bands[index]
+        if band.raised_at <= at:
+            if band.acknowledged_at is not None:
+                return episode, []
+            acknowledged = replace(band, acknowledged_at=at, acknowledged_by=by)
+            bands = (*episode.earlier_bands[:index], acknowledged, *episode.earlier_bands[index + 1:])
+            return replace(episode, earlier_bands=bands), [Transition("acknowledged", acknowledged, at)]
+    return episode, []
+
+
+def band_settled(episode: Episode | None, at: datetime) -> bool:
+    """Whether the band an acknowledgement made at `at` answers is settled, given the scores read so far.
+
+    Scores and acknowledgements arrive on different topics, in no relative order. A score made at or before
+    `at` but read later could still open or upgrade the episode, and the acknowledgement would then answer
+    that band instead; so with no episode open nothing is settled. It is settled when `at` falls before the
+    open band was raised: it answers an earlier band, or none (a resident's scores are read in the order they
+    were made). And it is settled when the open band is red and `at` is within red's deadline: no score can
+    upgrade red, and in that span red is what a made acknowledgement must stop at once. Later than the
+    deadline nothing is urgent any more, and an episode may have been closed (a clinical review, a discharge)
+    by an input still to be read, so it waits like the others."""
+    if episode is None:
+        return False
+    if at < episode.raised_at:
+        return True
+    return SEVERITY[episode.risk] == max(SEVERITY.values()) and at <= episode.deadline_at
 
 
 def on_clinical_review(episode: Episode | None, at: datetime, outcome: str) -> tuple[None, list[Transition]]:

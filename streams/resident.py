@@ -54,10 +54,12 @@ class ResidentState:
     open_set: assembly.OpenSet | None = None
     episode: escalation.Episode | None = None
     due: monitoring.ObservationDue | None = None
-    # Acknowledgements read while no episode was open, oldest first: inputs arrive on different topics, read
-    # in no guaranteed relative order (a backlog of acknowledgements can be read before the observations they
-    # answer). Each waits until the resident's event time reaches it, then answers the episode open then.
-    pending_acknowledgements: tuple[tuple[datetime, str], ...] = ()
+    # Acknowledgements (made at, by, their source) waiting for the band they answer to be settled, oldest
+    # first: inputs arrive on different topics, read in no guaranteed relative order (a backlog of
+    # acknowledgements can be read before the observations they answer). Each waits until no observation still
+    # to be read can change the band open when it was made (`escalation.band_settled`) or the resident's event
+    # time reaches it, then answers that band; see `ResidentProcessor._answer_pending`.
+    pending_acknowledgements: tuple[tuple[datetime, str, events.Source | None], ...] = ()
     # The urinalysis pathway's recommendations and recent results (only while the pathway is switched on).
     urinalysis_pathway: urinalysis.PathwayState = field(default_factory=urinalysis.PathwayState)
 
@@ -72,7 +74,8 @@ class ResidentState:
             "open_set": self.open_set.to_json() if self.open_set else None,
             "episode": self.episode.to_json() if self.episode else None,
             "due": self.due.to_json() if self.due else None,
-            "pending_acknowledgements": [[at.isoformat(), by] for at, by in self.pending_acknowledgements],
+            "pending_acknowledgements": [[at.isoformat(), by, source.model_dump() if source else None]
+                                         for at, by, source in self.pending_acknowledgements],
             "urinalysis_pathway": None if self.urinalysis_pathway.empty else self.urinalysis_pathway.to_json(),
         }
 
@@ -94,8 +97,10 @@ class ResidentState:
             open_set=assembly.OpenSet.from_json(data["open_set"]) if data.get("open_set") else None,
             episode=escalation.Episode.from_json(data["episode"]) if data.get("episode") else None,
             due=monitoring.ObservationDue.from_json(data["due"]) if data.get("due") else None,
+            # A state stored before acknowledgements kept their source has [at, by] entries.
             pending_acknowledgements=tuple(
-                (datetime.fromisoformat(at), by) for at, by in data.get("pending_acknowledgements", ())
+                (datetime.fromisoformat(at), by, events.Source(**rest[0]) if rest and rest[0] else None)
+                for at, by, *rest in data.get("pending_acknowledgements", ())
             ),
             urinalysis_pathway=urinalysis.PathwayState.from_json(data.get("urinalysis_pathway")),
         )
@@ -143,7 +148,7 @@ class ResidentProcessor:
         if not isinstance(event, (events.EscalationAcknowledgement, events.UrinalysisResult)):
             # Observations, records and reviews move the resident's episode on in event time; acknowledgements
             # and urinalysis results do not (a backlog of them may be read ahead of everything else).
-            state = self._answer_pending(state, event.occurred_at, event.source, now)
+            state = self._answer_pending(state, now, made_before=event.occurred_at)
         match event:
             case events.DeviceReading() | events.ManualObservation():
                 state = self._on_reading(state, event, latest_before, now)
@@ -159,6 +164,8 @@ class ResidentProcessor:
                 self._publish_transitions(state, transitions, event.source, now)
             case events.UrinalysisResult():
                 state = self._on_urinalysis_result(state, event, now)
+        # An upgrade to red settles the acknowledgements made since it was raised.
+        state = self._answer_pending(state, now)
         return state, self.outputs
 
     def _on_reading(
@@ -231,30 +238,43 @@ class ResidentProcessor:
     def _acknowledge(
         self, state: ResidentState, at: datetime, by: str, source: events.Source, now: datetime
     ) -> ResidentState:
-        """An acknowledgement answers the episode as it stood when it was made. One made before the open band
-        was raised answered an earlier band, not this one (`escalation.on_acknowledgement`). One made while
-        no episode is open here yet waits, in case it answers an episode whose observations are still to be
-        read; see `_answer_pending`."""
-        if state.episode is None:
-            pending = tuple(sorted({*state.pending_acknowledgements, (at, by)}))[-MAX_PENDING_ACKNOWLEDGEMENTS:]
+        """An acknowledgement answers the band open when it was made (`escalation.on_acknowledgement`), whatever
+        order it is read in. It is applied at once when that band is settled (`escalation.band_settled`: made
+        before the open band was raised, or while red is open and within its deadline, so red is answered at
+        once); otherwise it waits, since an observation made before it but still to be read may open or upgrade
+        the episode it answers (see `_answer_pending`). So the escalation events do not depend on the order the
+        topics are read in; an amber acknowledgement is published about `allowed_lateness_s` later."""
+        if not escalation.band_settled(state.episode, at):
+            waiting = {(pending[0], pending[1]): pending for pending in state.pending_acknowledgements}
+            waiting.setdefault((at, by), (at, by, source))
+            pending = tuple(waiting[key] for key in sorted(waiting))[-MAX_PENDING_ACKNOWLEDGEMENTS:]
             return replace(state, pending_acknowledgements=pending)
         episode, transitions = escalation.on_acknowledgement(state.episode, at, by)
         state = replace(state, episode=episode)
         self._publish_transitions(state, transitions, source, now)
         return state
 
-    def _answer_pending(self, state: ResidentState, until: datetime, source: events.Source, now: datetime
-                        ) -> ResidentState:
-        """Apply the waiting acknowledgements made at or before `until`, the resident's event time, in the
-        order they were made: each answers the episode open at that point, or nothing if none is."""
-        due = [pending for pending in state.pending_acknowledgements if pending[0] <= until]
-        if not due:
-            return state
-        state = replace(state, pending_acknowledgements=state.pending_acknowledgements[len(due):])
-        for at, by in due:
+    def _answer_pending(self, state: ResidentState, now: datetime, *, made_before: datetime | None = None,
+                        made_by: datetime | None = None) -> ResidentState:
+        """Apply the waiting acknowledgements, oldest first, that are now settled: made before `made_before`
+        (an observation, record or review made later is about to be read: the resident's inputs up to it are
+        in), made by `made_by` (the deadline timer's clock, held `allowed_lateness_s` behind the inputs and
+        never past one still to be read, `streams.clocks`), or whose band is settled by what was read since
+        (`escalation.band_settled`). Each answers the band open when it was made, or nothing if no episode was
+        open then. It is published with its own source, however it came to be applied."""
+        pending = state.pending_acknowledgements
+        applied = 0
+        for at, by, source in pending:
+            if not ((made_before is not None and at < made_before) or (made_by is not None and at <= made_by)
+                    or escalation.band_settled(state.episode, at)):
+                break  # later ones are no more settled: they fall in the same band or a later one
+            applied += 1
             if state.episode is not None:
-                state = self._acknowledge(state, at, by, source, now)
-        return state
+                episode, transitions = escalation.on_acknowledgement(state.episode, at, by)
+                state = replace(state, episode=episode)
+                self._publish_transitions(
+                    state, transitions, source or state.source or events.Source(gateway_id=self.worker_id), now)
+        return replace(state, pending_acknowledgements=pending[applied:]) if applied else state
 
     # -- the urinalysis pathway ---------------------------------------------------------------------------
     def _recommend_urinalysis(self, state: ResidentState, transitions: list[escalation.Transition], now: datetime
@@ -324,7 +344,7 @@ class ResidentProcessor:
         for assembled in ready:
             state = self._score_set(state, self._set_event(state, assembled, now), now)
         # Acknowledgements made before the deadline count before it is judged.
-        state = self._answer_pending(state, clock, state.source or events.Source(gateway_id=self.worker_id), now)
+        state = self._answer_pending(state, now, made_by=clock)
         if escalation.escalation_overdue(state.episode, clock):
             episode = state.episode
             self._emit(topics.ESCALATIONS, events.EscalationOverdue(

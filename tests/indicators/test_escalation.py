@@ -13,12 +13,15 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from indicators.escalation import (
-    EscalationRules,
     Episode,
+    EscalationRules,
     ScoreFacts,
     Transition,
+    band_settled,
     escalation_overdue,
     judgement_clock,
     load_rules,
@@ -144,7 +147,8 @@ RAISED_HIGH = episode(Risk.HIGH, T0, episode_id="new", total=9, score_event_id="
 ACKED_AMBER = episode(Risk.MEDIUM, T0, acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1",
                       overdue_reported=True, low_since=None)
 UPGRADED = replace(ACKED_AMBER, risk=Risk.HIGH, raised_at=T0 + 20 * MIN, deadline_at=T0 + 50 * MIN, total=8,
-                   score_event_id="score-1", acknowledged_at=None, acknowledged_by=None, overdue_reported=False)
+                   score_event_id="score-1", acknowledged_at=None, acknowledged_by=None, overdue_reported=False,
+                   earlier_bands=(ACKED_AMBER,))  # amber kept as it stood, with its acknowledgement
 OPEN_RED = episode(Risk.HIGH, T0, total=8)
 LOW_SINCE_1H = replace(OPEN_RED, low_since=T0 + H)
 
@@ -166,7 +170,9 @@ ON_SCORE = [
      [("upgraded", Risk.HIGH, T0 + 50 * MIN)]),
     ("low-medium+medium upgrades", episode(Risk.LOW_MEDIUM, T0, total=3, any_single_3=True),
      facts(Risk.MEDIUM, T0 + 10 * MIN, total=6),
-     episode(Risk.MEDIUM, T0 + 10 * MIN, total=6, score_event_id="score-1"), [("upgraded", Risk.MEDIUM, T0 + 70 * MIN)]),
+     episode(Risk.MEDIUM, T0 + 10 * MIN, total=6, score_event_id="score-1",
+             earlier_bands=(episode(Risk.LOW_MEDIUM, T0, total=3, any_single_3=True),)),
+     [("upgraded", Risk.MEDIUM, T0 + 70 * MIN)]),
     ("red+amber: no transition", OPEN_RED, facts(Risk.MEDIUM, T0 + 10 * MIN, total=5), OPEN_RED, []),
     ("red+low-medium: no transition", OPEN_RED, facts(Risk.LOW_MEDIUM, T0 + 10 * MIN, total=3), OPEN_RED, []),
     ("red+red: no transition", OPEN_RED, facts(Risk.HIGH, T0 + 10 * MIN, total=12), OPEN_RED, []),
@@ -230,21 +236,48 @@ def test_the_deadline_comes_from_the_rules_in_use(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # acknowledgement and clinical review
 
+AMBER_THEN_RED = replace(
+    episode(Risk.HIGH, T0 + 10 * MIN, total=9, score_event_id="score-1"),
+    earlier_bands=(episode(Risk.LOW_MEDIUM, T0, total=3, score_event_id="score-0"),
+                   episode(Risk.MEDIUM, T0 + 5 * MIN, total=5, score_event_id="score-01")))
+LOW_MEDIUM_BAND, MEDIUM_BAND = AMBER_THEN_RED.earlier_bands
+
+
+def with_band(band_index: int, at: datetime, by: str) -> Episode:
+    bands = list(AMBER_THEN_RED.earlier_bands)
+    bands[band_index] = replace(bands[band_index], acknowledged_at=at, acknowledged_by=by)
+    return replace(AMBER_THEN_RED, earlier_bands=tuple(bands))
+
+
 ACK = [
+    # (name, open episode, made at, by, episode afterwards, the band acknowledged (None: nothing))
     ("first counts", episode(), T0 + 5 * MIN, "nurse-1",
-     episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1"), ["acknowledged"]),
+     episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1"),
+     episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1")),
     ("second ignored", episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1"), T0 + 9 * MIN, "nurse-2",
-     episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1"), []),
-    ("none open", None, T0, "nurse-1", None, []),
+     episode(acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1"), None),
+    ("none open", None, T0, "nurse-1", None, None),
+    ("made before the episode began", episode(), T0 - S, "nurse-1", episode(), None),
+    ("at the upgrade: answers red", AMBER_THEN_RED, T0 + 10 * MIN, "nurse-1",
+     replace(AMBER_THEN_RED, acknowledged_at=T0 + 10 * MIN, acknowledged_by="nurse-1"),
+     replace(AMBER_THEN_RED, acknowledged_at=T0 + 10 * MIN, acknowledged_by="nurse-1")),
+    ("just before the upgrade: answers medium", AMBER_THEN_RED, T0 + 10 * MIN - S, "nurse-1",
+     with_band(1, T0 + 10 * MIN - S, "nurse-1"),
+     replace(MEDIUM_BAND, acknowledged_at=T0 + 10 * MIN - S, acknowledged_by="nurse-1")),
+    ("while low-medium: answers low-medium", AMBER_THEN_RED, T0 + MIN, "nurse-1",
+     with_band(0, T0 + MIN, "nurse-1"), replace(LOW_MEDIUM_BAND, acknowledged_at=T0 + MIN, acknowledged_by="nurse-1")),
+    ("an earlier band's second ignored", with_band(1, T0 + 6 * MIN, "nurse-1"), T0 + 7 * MIN, "nurse-2",
+     with_band(1, T0 + 6 * MIN, "nurse-1"), None),
+    ("before every band", AMBER_THEN_RED, T0 - S, "nurse-1", AMBER_THEN_RED, None),
 ]
 
 
-@pytest.mark.parametrize(("open_episode", "at", "by", "expected", "statuses"), [row[1:] for row in ACK],
+@pytest.mark.parametrize(("open_episode", "at", "by", "expected", "band"), [row[1:] for row in ACK],
                          ids=[row[0] for row in ACK])
-def test_on_acknowledgement(open_episode, at, by, expected, statuses):
+def test_on_acknowledgement(open_episode, at, by, expected, band):
     after, happened = on_acknowledgement(open_episode, at, by)
     assert after == expected
-    assert happened == [Transition(status, expected, at) for status in statuses]
+    assert happened == ([] if band is None else [Transition("acknowledged", band, at)])
 
 
 def test_an_upgrade_needs_a_new_acknowledgement():
@@ -257,12 +290,66 @@ def test_an_upgrade_needs_a_new_acknowledgement():
 
 
 def test_an_acknowledgement_made_before_the_upgrade_does_not_acknowledge_red():
-    """Amber acknowledged at +5 min but delivered after red was raised at +10 min (within lateness): red still
-    needs its own acknowledgement, whichever order the two arrive in."""
-    upgraded, _ = on_score(episode(Risk.MEDIUM, T0), facts(Risk.HIGH, T0 + 10 * MIN, total=9), RULES, "unused")
+    """Amber acknowledged at +5 min but delivered after red was raised at +10 min (within lateness): it answers
+    amber, as it would have if read first, and red still needs its own acknowledgement."""
+    amber = episode(Risk.MEDIUM, T0)
+    upgraded, _ = on_score(amber, facts(Risk.HIGH, T0 + 10 * MIN, total=9), RULES, "unused")
     after, happened = on_acknowledgement(upgraded, T0 + 5 * MIN, "nurse-1")
-    assert (after, happened) == (upgraded, [])
+    answered = replace(amber, acknowledged_at=T0 + 5 * MIN, acknowledged_by="nurse-1")
+    assert (after, happened) == (replace(upgraded, earlier_bands=(answered,)),
+                                 [Transition("acknowledged", answered, T0 + 5 * MIN)])
     assert escalation_overdue(after, T0 + 40 * MIN) is True
+
+
+SETTLED = [
+    # (name, open episode, acknowledgement made at, settled)
+    ("no episode: a score still to be read may open one", None, T0, False),
+    ("amber, made after it was raised: a later-read score may upgrade it", episode(Risk.MEDIUM), T0 + MIN, False),
+    ("amber, made as it was raised", episode(Risk.MEDIUM), T0, False),
+    ("low-medium, made after it was raised", episode(Risk.LOW_MEDIUM), T0 + MIN, False),
+    ("red, made after it was raised: nothing can upgrade red", episode(Risk.HIGH), T0 + MIN, True),
+    ("red, made as it was raised", episode(Risk.HIGH), T0, True),
+    ("red, made at its deadline", episode(Risk.HIGH), T0 + 30 * MIN, True),
+    ("red, made after its deadline: an unread review may have closed it", episode(Risk.HIGH),
+     T0 + 30 * MIN + S, False),
+    ("made before the open band: an earlier band's, or none", episode(Risk.MEDIUM), T0 - S, True),
+]
+
+
+@pytest.mark.parametrize(("open_episode", "at", "expected"), [row[1:] for row in SETTLED],
+                         ids=[row[0] for row in SETTLED])
+def test_band_settled(open_episode, at, expected):
+    assert band_settled(open_episode, at) is expected
+
+
+RISKS = st.sampled_from([Risk.LOW, Risk.LOW_MEDIUM, Risk.MEDIUM, Risk.HIGH])
+
+
+@given(risks=st.lists(RISKS, min_size=1, max_size=6),
+       acknowledged_at_min=st.lists(st.integers(min_value=-5, max_value=70), max_size=4))
+def test_an_acknowledgement_read_after_later_scores_answers_the_same_band(risks, acknowledged_at_min):
+    """Scores every 10 minutes (never low for 72 h, so the episode stays open), acknowledgements at any minute:
+    reading every acknowledgement after all the scores acknowledges the same bands, at the same times, as
+    reading everything in event-time order. What must wait is only an acknowledgement of a band a later-read
+    score could still upgrade (`band_settled`), which the stream holds back."""
+    scores = [facts(risk, T0 + 10 * MIN * n, total=n, event_id=f"score-{n}") for n, risk in enumerate(risks)]
+    # Acknowledgements are read in the order they were made (one topic, ordered per resident).
+    acks = [(T0 + minute * MIN, f"nurse-{i}") for i, minute in enumerate(sorted(acknowledged_at_min))]
+
+    def acknowledged(steps: list) -> tuple[Episode | None, set]:
+        current, answered = None, set()
+        for step in steps:
+            if isinstance(step, ScoreFacts):
+                current, _ = on_score(current, step, RULES, "ep")
+            else:
+                current, happened = on_acknowledgement(current, *step)
+                answered |= {(t.episode.score_event_id, t.episode.risk, t.at, t.episode.acknowledged_by)
+                             for t in happened}
+        return current, answered
+
+    # Event-time order; an acknowledgement made at the same instant as a score is read after it.
+    in_order = sorted([*scores, *acks], key=lambda s: (s.occurred_at, 0) if isinstance(s, ScoreFacts) else (s[0], 1))
+    assert acknowledged([*scores, *acks]) == acknowledged(in_order)
 
 
 def test_a_clinical_review_resolves():
@@ -318,6 +405,7 @@ def test_judgement_clock(stream, wall, idle_s, expected):
     episode(Risk.LOW_MEDIUM, total=None, any_single_3=True),
     episode(Risk.HIGH, acknowledged_at=T0 + MIN, acknowledged_by="nurse-1", overdue_reported=True,
             low_since=T0 + 2 * H),
-], ids=["fresh", "incomplete", "everything-set"])
+    with_band(1, T0 + 6 * MIN, "nurse-1"),
+], ids=["fresh", "incomplete", "everything-set", "earlier-bands"])
 def test_episode_json_round_trip(stored):
     assert Episode.from_json(json.loads(json.dumps(stored.to_json()))) == stored

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carepulse import events, topics
 from indicators import news2
@@ -466,3 +468,114 @@ def test_an_acknowledgement_made_while_no_episode_was_open_answers_no_later_epis
     _, published = run(steps)
     assert [b for step in briefs(published) for b in step if b[0] != "score"] == [
         ("escalation", "raised", "high", 15), ("escalation_overdue", "high", T0 + H + 30 * MIN)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Acknowledgements and observations read in any relative order
+
+MEDIUM_VITALS = dict(respiration_rate=22, pulse=115, temperature=38.5)  # 2 + 2 + 1 = 5: medium
+LOW_MEDIUM_VITALS = dict(consciousness="C")  # a single 3: low-medium
+
+
+def judged_in_any_order(sets: list[events.ObservationSet], acks: list[events.EscalationAcknowledgement]
+                        ) -> list[dict[str, dict]]:
+    """The distinct outputs (by event id, without the arrival-dependent `received_at`) of every read order that
+    keeps each topic in its own order: the resident's sets in the order they were made, the acknowledgements
+    in theirs, interleaved in every way. Between reads the deadline timer ticks at every instant something
+    can fall due (an input's time, a deadline), but never reaches an input still to be read: the partition
+    clock holds time back behind unread inputs (streams/clocks.py), and judges `allowed_lateness_s` late."""
+    inputs = sorted([*sets, *acks], key=lambda e: e.occurred_at)
+    instants = sorted({e.occurred_at for e in inputs}
+                      | {s.occurred_at + timedelta(seconds=d) for s in sets for d in RULES.deadline_s.values()})
+    outcomes = []
+    for ack_slots in itertools.combinations(range(len(sets) + len(acks)), len(acks)):
+        pending_sets, pending_acks, order = list(sets), list(acks), []
+        for slot in range(len(sets) + len(acks)):
+            order.append((pending_acks if slot in ack_slots else pending_sets).pop(0))
+        steps, clock_at = [], 0
+        for read, event in enumerate(order):
+            steps.append(event)
+            unread = [e.occurred_at for e in order[read + 1:]]
+            while clock_at < len(instants) and (not unread or instants[clock_at] < min(unread)):
+                steps.append(Tick(instants[clock_at]))
+                clock_at += 1
+        for restart in (False, True):
+            _, published = run(steps, restart=restart)
+            outcomes.append({str(o.event.event_id): o.event.model_dump(mode="json", exclude={"received_at"})
+                             for outputs in published for o in outputs})
+    return outcomes
+
+
+ACKNOWLEDGEMENT_ORDER = [
+    # (name, sets (minutes after T0, vitals), acknowledgements (minutes after T0),
+    #  expected escalation events in event-time order: (status, risk, minutes after T0))
+    ("the kill test's: medium, red a second later, acknowledged a second after that",
+     [(0, MEDIUM_VITALS), (1 / 60, RED_VITALS)], [2 / 60],
+     [("raised", "medium", 0), ("upgraded", "high", 1 / 60), ("acknowledged", "high", 2 / 60)]),
+    ("amber acknowledged a minute before red: red still needs its own",
+     [(0, MEDIUM_VITALS), (6, RED_VITALS)], [5],
+     [("raised", "medium", 0), ("acknowledged", "medium", 5), ("upgraded", "high", 6), ("overdue", "high", 36)]),
+    ("acknowledged as red is raised: answers red", [(0, MEDIUM_VITALS), (10, RED_VITALS)], [10],
+     [("raised", "medium", 0), ("upgraded", "high", 10), ("acknowledged", "high", 10)]),
+    ("every band acknowledged in its own time",
+     [(0, LOW_MEDIUM_VITALS), (10, MEDIUM_VITALS), (20, RED_VITALS)], [5, 15, 25],
+     [("raised", "low-medium", 0), ("acknowledged", "low-medium", 5), ("upgraded", "medium", 10),
+      ("acknowledged", "medium", 15), ("upgraded", "high", 20), ("acknowledged", "high", 25)]),
+    ("red acknowledged a second later", [(0, RED_VITALS)], [1 / 60],
+     [("raised", "high", 0), ("acknowledged", "high", 1 / 60)]),
+    ("red acknowledged after its deadline: overdue, then acknowledged", [(0, RED_VITALS)], [40],
+     [("raised", "high", 0), ("overdue", "high", 30), ("acknowledged", "high", 40)]),
+    ("acknowledged before anything was raised: answers nothing", [(0, RED_VITALS)], [-1],
+     [("raised", "high", 0), ("overdue", "high", 30)]),
+    ("amber acknowledged twice, then red", [(0, MEDIUM_VITALS), (30, RED_VITALS)], [10, 20],
+     [("raised", "medium", 0), ("acknowledged", "medium", 10), ("upgraded", "high", 30), ("overdue", "high", 60)]),
+]
+
+
+@pytest.mark.parametrize(("sets", "acks", "expected"), [row[1:] for row in ACKNOWLEDGEMENT_ORDER],
+                         ids=[row[0] for row in ACKNOWLEDGEMENT_ORDER])
+def test_escalations_do_not_depend_on_the_order_acknowledgements_and_sets_are_read_in(sets, acks, expected):
+    """Every interleaving of the acknowledgements with the sets, straight and with a restart at every step,
+    publishes the same distinct events (same ids, same content), and those are the expected ones."""
+    observed = [a_set(T0 + minutes * MIN, **vitals) for minutes, vitals in sets]
+    acknowledged = [acknowledgement(T0 + minutes * MIN, f"nurse-{n}") for n, minutes in enumerate(acks)]
+    outcomes = judged_in_any_order(observed, acknowledged)
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+    escalation_events = sorted((e for e in outcomes[0].values() if e["event_type"].startswith("escalation")),
+                               key=lambda e: (e["occurred_at"], e["event_type"]))
+    assert [("overdue" if e["event_type"] == "escalation_overdue" else e["status"], e["risk"],
+             datetime.fromisoformat(e["occurred_at"])) for e in escalation_events] == [
+        (status, risk, T0 + minutes * MIN) for status, risk, minutes in expected]
+    # An acknowledgement carries the band it answers (the indicators match it by raised_at) and its own source.
+    for event in escalation_events:
+        if event["event_type"] == "escalation" and event["status"] == "acknowledged":
+            band = next(e for e in escalation_events if e.get("status") in ("raised", "upgraded")
+                        and e["raised_at"] == event["raised_at"])
+            assert (event["risk"], event["score_event_id"], event["source"]) == (
+                band["risk"], band["score_event_id"], SOURCE.model_dump())
+
+
+@settings(max_examples=60)
+@given(risks=st.lists(st.sampled_from(["low", "low-medium", "medium", "high"]), min_size=1, max_size=4),
+       ack_minutes=st.lists(st.integers(min_value=-5, max_value=100), min_size=1, max_size=3))
+def test_any_sets_and_acknowledgements_give_the_same_escalations_in_any_read_order(risks, ack_minutes):
+    """Sets every 10 minutes at any risk, acknowledgements at any minute (several in one band, before the
+    episode, after a deadline), interleaved in every way: one outcome."""
+    vitals = {"low": {}, "low-medium": LOW_MEDIUM_VITALS, "medium": MEDIUM_VITALS, "high": RED_VITALS}
+    observed = [a_set(T0 + 10 * n * MIN, **vitals[risk]) for n, risk in enumerate(risks)]
+    acknowledged = [acknowledgement(T0 + minutes * MIN, f"nurse-{n}") for n, minutes in enumerate(sorted(ack_minutes))]
+    outcomes = judged_in_any_order(observed, acknowledged)
+    assert all(outcome == outcomes[0] for outcome in outcomes)
+
+
+def test_a_waiting_acknowledgement_stored_before_sources_were_kept_still_answers_its_band():
+    """A state in the changelog from before acknowledgements kept their source ([at, by] entries) is read,
+    and the acknowledgement is published with the resident's first source instead."""
+    state, _ = run([a_set(T0, **MEDIUM_VITALS)])
+    stored = state.to_json() | {"pending_acknowledgements": [[(T0 + 5 * MIN).isoformat(), "nurse-1"]]}
+    restored = ResidentState.from_json(json.loads(json.dumps(stored)))
+    assert restored.pending_acknowledgements == ((T0 + 5 * MIN, "nurse-1", None),)
+    _, published = run([Tick(T0 + 5 * MIN)], state=restored)
+    acknowledged = published[0][0].event
+    assert (acknowledged.status, acknowledged.risk, acknowledged.acknowledged_at, acknowledged.source) == (
+        "acknowledged", "medium", T0 + 5 * MIN, state.source)
