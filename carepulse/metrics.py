@@ -123,7 +123,7 @@ _REASON_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("impossible_value", re.compile(r"impossible value", re.IGNORECASE)),
     ("future_timestamp", re.compile(r"in the future", re.IGNORECASE)),
     ("wrong_topic", re.compile(r"does not belong on topic", re.IGNORECASE)),
-    ("key_mismatch", re.compile(r"message key .* is not the event", re.IGNORECASE)),
+    ("key_mismatch", re.compile(r"message key\b.*\bis not the event", re.IGNORECASE)),
     ("too_late", re.compile(r"more than .* days|too late", re.IGNORECASE)),
     ("unregistered", re.compile(r"no resident|not registered|unregistered", re.IGNORECASE)),
     ("decode_error", re.compile(r"decode|undecodable|truncated|frame", re.IGNORECASE)),

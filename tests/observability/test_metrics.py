@@ -137,7 +137,7 @@ def test_unknown_topic_is_counted_as_other():
 @pytest.mark.parametrize(("reason", "category"), [
     ("invalid event: payload: Invalid JSON: expected value at line 1 column 1", "invalid_event"),
     ("a fall event does not belong on topic readings", "wrong_topic"),
-    ("message key b'x' is not the event's resident_id; readings is keyed by resident_id", "key_mismatch"),
+    ("the message key is not the event's resident_id; readings is keyed by resident_id", "key_mismatch"),
     ("impossible value: spo2 140 is not a possible reading", "impossible_value"),
     ("occurred_at 2030-01-01T00:00:00+00:00 is in the future; the device or system clock that stamped it is wrong",
      "future_timestamp"),
