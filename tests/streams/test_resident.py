@@ -303,6 +303,20 @@ def test_a_new_complete_set_moves_the_due_time_on():
     assert briefs(published)[2:] == [[], [("observation_overdue", "12-hourly", T0 + 22 * H)]]
 
 
+def test_a_late_worse_reading_is_scored_but_neither_escalates_nor_moves_the_due_time():
+    """H-11: a reading older than the assembly window plus the allowed lateness behind the resident's newest
+    reading is scored on its own as late; the newer observations still speak for the resident (the policy
+    awaits CSO sign-off, H-26)."""
+    newest = T0 + timedelta(seconds=RULES.assembly_window_s + RULES.allowed_lateness_s) + MIN
+    steps = [a_set(newest), oximeter(newest, 97.0, 72.0), Tick(newest + 11 * MIN),
+             oximeter(T0, 85.0, 135.0),  # SpO2 85 scores 3: on time it would escalate at once
+             Tick(newest + 12 * H)]
+    _, published = run(steps)
+    assert briefs(published)[3] == [("set", 1, True, ("pulse", "spo2")), ("score", False, None, None, True)]
+    assert escalations(published) == []
+    assert briefs(published)[4] == [("observation_overdue", "12-hourly", newest + 12 * H)]
+
+
 # ---------------------------------------------------------------------------------------------------
 # Inputs that must change nothing
 
