@@ -295,7 +295,20 @@ class GatewayMetrics(_DeadLetters, _Role):
         )
         self.buffer_rejected = Counter(
             "carepulse_gateway_buffer_rejected",
-            "Events refused because the buffer reached its size limit (CAREPULSE_GATEWAY_BUFFER_MAX_BYTES).",
+            "Events the buffer refused (its size limit, CAREPULSE_GATEWAY_BUFFER_MAX_BYTES, or its disk): tablet "
+            "entries, which the tablets send again, and device readings alike.",
+            registry=r,
+        )
+        self.device_readings_lost = Counter(
+            "carepulse_gateway_device_readings_lost",
+            "Device readings (BLE values, BTHome frames, their dead letters) the gateway could not store: nobody "
+            "sends them again, so each is lost (its bytes are in the gateway's CRITICAL log line).",
+            registry=r,
+        )
+        self.buffer_level = Gauge(
+            "carepulse_gateway_buffer_level",
+            "What the store-and-forward buffer admits (gateway.buffer.BufferLevel): 0 everything, 1 filling "
+            "(tablet entries refused soon), 2 tablet entries refused, 3 device readings refused too (lost).",
             registry=r,
         )
         self.buffer_depth = Gauge(
@@ -354,6 +367,14 @@ class GatewayMetrics(_DeadLetters, _Role):
         self.buffer_oldest_age.set(max(0.0, oldest_age_s) if depth else 0.0)
         if limit_bytes is not None:
             self.buffer_limit_bytes.set(limit_bytes)
+
+    def set_buffer_level(self, level: int) -> None:
+        """The buffer's admission level, a `gateway.buffer.BufferLevel` (an int: 0 to 3)."""
+        self.buffer_level.set(int(level))
+
+    def device_reading_lost(self) -> None:
+        """A device reading the gateway could not store (`gateway.ble.central.BleCentral`)."""
+        self.device_readings_lost.inc()
 
     def set_ble_devices(self, seen: int, connected: int) -> None:
         self.ble_devices_seen.set(seen)

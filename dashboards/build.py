@@ -152,6 +152,16 @@ def pipeline_health() -> Dashboard:
         .with_panel(_ts("Buffer use", "percentunit",
                         _query("carepulse_gateway_buffer_bytes / carepulse_gateway_buffer_limit_bytes",
                                "{{instance}}")))
+        .with_panel(_ts("Buffer level", "short",
+                        _query("carepulse_gateway_buffer_level", "{{instance}}"),
+                        description="What the buffer admits (gateway.buffer.BufferLevel): 0 everything, 1 filling, "
+                                    "2 tablet entries refused (the tablets send them again), 3 device readings "
+                                    "refused too (lost)."))
+        .with_panel(_ts("Device readings lost", "short",
+                        _query("sum by (instance) (increase(carepulse_gateway_device_readings_lost_total[5m]))",
+                               "{{instance}}"),
+                        description="Per 5 minutes. Nobody sends these again; each is in the gateway's log as a "
+                                    "CRITICAL \"LOST value\" line with its bytes."))
         .with_panel(_ts("Since last event", "s",
                         _query("time() - carepulse_gateway_last_event_timestamp_seconds", "{{instance}}"),
                         description="Seconds since the gateway last accepted an event from a device or tablet."))

@@ -18,8 +18,9 @@ caused it happens.
 
 Metrics (`carepulse.metrics.GatewayMetrics`, the process-wide `GATEWAY` unless one is passed): every message
 accepted into the buffer (``carepulse_gateway_events_in_total``, and the last-event time), every refusal of
-a full buffer, every message the broker acknowledged (``..._events_out_total``), and the buffer's depth, size
-and oldest age after every append, refusal and sending round, and every second while a round waits for the
+a full buffer, every message the broker acknowledged (``..._events_out_total``), and the buffer's depth, size,
+oldest age and level (``carepulse_gateway_buffer_level``, the `BufferLevel`) after every append, refusal and
+sending round, and every second while a round waits for the
 broker (during an outage the round waits, and the gauges must still show the backlog growing). Recording a
 metric never raises into the sender.
 """
@@ -215,12 +216,14 @@ class Publisher:
         return len(acked)
 
     def record_buffer(self) -> None:
-        """Set the buffer gauges (depth, bytes, oldest age, limit) from the buffer as it is now, and log its
-        level when that changed (`BufferAlarm`, `BUFFER_LEVEL_MESSAGES`)."""
+        """Set the buffer gauges (depth, bytes, oldest age, limit, level) from the buffer as it is now, and log
+        its level when that changed (`BufferAlarm`, `BUFFER_LEVEL_MESSAGES`)."""
         try:
             self.metrics.set_buffer(self.buffer.depth(), self.buffer.size_bytes(), self.buffer.oldest_age_s(),
                                     self.buffer.max_bytes)
-            change = self.alarm.check(self.buffer.level())
+            level = self.buffer.level()
+            self.metrics.set_buffer_level(level)
+            change = self.alarm.check(level)
             if change is not None:
                 severity, message = BUFFER_LEVEL_MESSAGES[change]
                 log.log(severity, "%s (%d of %d bytes, %d messages; %d bytes free on its disk)", message,

@@ -46,9 +46,11 @@ only names a PLX "spot-check storage" feature bit [PLXF] and a "data from measur
 [XML-PLXS], §7), so the central cannot count on the device. The buffer keeps a reserve for these readings
 and refuses tablet entries first. If it refuses a device reading all the same (reserve used up, disk full),
 the reading is lost, and loudly: a CRITICAL log line with the device, the characteristic and the bytes
-(enough to recover it by hand), `readings_lost`, and ``carepulse_gateway_buffer_rejected_total``. An
-indication is still confirmed: leaving it unconfirmed would stall the device's link without any source
-saying the device would keep the value.
+(enough to recover it by hand), `readings_lost`, and ``carepulse_gateway_device_readings_lost_total``: a
+counter of its own, so an alert tells these losses from tablet refusals, which the tablets send again (a
+buffer refusal is on ``carepulse_gateway_buffer_rejected_total`` as well). An indication is still
+confirmed: leaving it unconfirmed would stall the device's link without any source saying the device would
+keep the value.
 
 Errors: the central never lets an input stop it. A value or frame that cannot be handled (a
 `DecodeError`, a reading from a device with no resident, any other exception) becomes a `DeadLetter`
@@ -60,8 +62,9 @@ The counters are plain attributes: `devices_seen` (registered devices heard), `d
 `replays_rejected`, `downgrades_rejected`, `unregistered_ignored` (advertisements from unregistered
 addresses), and `readings_lost` (values and frames the buffer refused, see above). The same facts are recorded on `metrics` (`carepulse.metrics.GatewayMetrics`, the process-wide
 `GATEWAY` unless one is passed): ``carepulse_gateway_ble_devices_seen``/``_connected``,
-``carepulse_gateway_ble_rejected_total{reason="replay"|"downgrade"|"unregistered"}`` and
-``carepulse_dead_letters_total{stage="gateway.ble"}`` by reason category. Readings and care events are
+``carepulse_gateway_ble_rejected_total{reason="replay"|"downgrade"|"unregistered"}``,
+``carepulse_dead_letters_total{stage="gateway.ble"}`` by reason category and
+``carepulse_gateway_device_readings_lost_total``. Readings and care events are
 counted where they enter the buffer (`gateway.publisher.Publisher`).
 """
 
@@ -488,6 +491,7 @@ class BleCentral:
         """A device's value or frame that could not be stored: nobody sends it again, so this log line is its
         record. A refusal by the buffer is expected at its limits; anything else is a bug and gets a traceback."""
         self.readings_lost += 1
+        self.metrics.device_reading_lost()
         log.critical("LOST value 0x%04X from %s %s, bytes %s: %s. The device will not send it again; this line "
                      "is its only record", uuid16, record.kind, record.address, payload.hex(), cause,
                      exc_info=not isinstance(cause, BufferFull))

@@ -15,7 +15,7 @@ from gateway.ble.blood_pressure import BloodPressureCuff
 from gateway.ble.bthome import CallBell, FallPendant, SmartCup
 from gateway.ble.central import reading_values
 from gateway.ble.pulse_oximeter import PulseOximeter
-from gateway.buffer import BufferFull, DurableBuffer
+from gateway.buffer import BufferFull, BufferLevel, DurableBuffer
 from gateway.codecs import DecodeError, decode, encode_bthome
 from gateway.publisher import Publisher
 from tests.factories import T0
@@ -241,6 +241,7 @@ def test_an_undecodable_value_is_dead_lettered_with_hex_and_reason_and_the_next_
             assert (next_topic, reading.values["spo2_pct"]) == ("readings", 96.0)
             assert (gateway.central.dead_letters, gateway.central.readings_published) == (1, 1)
             assert metrics.value("carepulse_dead_letters_total", stage="gateway.ble", reason="decode_error") == 1
+            assert metrics.value("carepulse_gateway_device_readings_lost_total") == 0  # dead-lettered, not lost
             # A GATT device: heard once, one session open while it is connected.
             assert metrics.value("carepulse_gateway_ble_devices_seen") == 1
             assert metrics.value("carepulse_gateway_ble_devices_connected") == 1
@@ -305,7 +306,12 @@ def test_device_readings_use_the_reserve_tablets_are_refused_and_a_reading_beyon
         assert "LOST value 0x2A5E from pulse_oximeter" in line and f"bytes {payload.hex()}" in line
         assert "is full (" in line and "The device will not send it again" in line
     assert metrics.value("carepulse_gateway_buffer_rejected_total") == 1 + len(lost)  # the tablet's, the lost
+    assert metrics.value("carepulse_gateway_device_readings_lost_total") == len(lost)  # the tablet's is not one
     assert metrics.value("carepulse_gateway_events_in_total", topic="readings") == tablet_entries + fit
+    # The level comes from the bytes held: a reading larger than the room left is refused below the limit, so
+    # the gauge can still say "tablets refused" while readings are lost; hence the separate lost counter.
+    assert buffer.size_bytes() < buffer.max_bytes
+    assert metrics.value("carepulse_gateway_buffer_level") == BufferLevel.RETRIED_REFUSED
 
 
 def test_a_device_that_requires_pairing_is_paired_bonded_and_encrypted_with_the_bond_on_reconnect(tmp_path):

@@ -164,23 +164,31 @@ def test_every_buffer_level_has_a_message_as_urgent_as_what_is_refused():
 
 def test_each_level_is_logged_once_when_the_append_that_reaches_it_happens(tmp_path, caplog):
     buffer = DurableBuffer(tmp_path / "buffer.sqlite", max_bytes=1000, reserve_bytes=100)
-    publisher = Publisher(f"127.0.0.1:{free_port()}", buffer, metrics=GatewayMetrics())  # not started
-    levels_after = []
+    metrics = GatewayMetrics()
+    publisher = Publisher(f"127.0.0.1:{free_port()}", buffer, metrics=metrics)  # not started
+    levels_after, gauge_after = [], []
     for _ in range(9):  # tablet entries, up to the reserve
         publisher.publish_raw("readings", None, b"t" * 100)
         levels_after.append(publisher.alarm.level)
+        gauge_after.append(metrics.value("carepulse_gateway_buffer_level"))
     with pytest.raises(BufferFull):
         publisher.publish_raw("readings", None, b"t" * 100)
+    assert metrics.value("carepulse_gateway_buffer_level") == T
     publisher.publish_raw("readings", None, b"d" * 100, priority=Priority.DEVICE)  # into the reserve, filling it
+    assert metrics.value("carepulse_gateway_buffer_level") == D
     with pytest.raises(BufferFull):
         publisher.publish_raw("readings", None, b"d", priority=Priority.DEVICE)
-    assert levels_after == [N] * 7 + [F, T]  # 800 bytes: 80 %; 900: the tablets' limit
+    assert levels_after == gauge_after == [N] * 7 + [F, T]  # 800 bytes: 80 %; 900: the tablets' limit
+    assert metrics.value("carepulse_gateway_buffer_level") == D
     assert [(record.levelno, record.getMessage()) for record in caplog.records] == [
         (severity, f"{message} ({size} of 1000 bytes, {depth} messages; {free} bytes free on its disk)")
         for (severity, message), size, depth, free in zip(
             (BUFFER_LEVEL_MESSAGES[F], BUFFER_LEVEL_MESSAGES[T], BUFFER_LEVEL_MESSAGES[D]), (800, 900, 1000),
             (8, 9, 10), [_free_in(record.getMessage()) for record in caplog.records])
     ]
+    buffer.ack([row.seq for row in buffer.pending(100)])  # what a sending round does once the broker is back
+    publisher.record_buffer()
+    assert (publisher.alarm.level, metrics.value("carepulse_gateway_buffer_level")) == (N, N)
 
 
 def _free_in(message: str) -> int:

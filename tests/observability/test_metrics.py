@@ -206,6 +206,10 @@ def test_gateway_buffer_ble_and_forwarding():
     gateway.ble_reject("replay")
     gateway.ble_reject("whatever")
     gateway.dead_letter("gateway.ble", ValueError("no resident for device AA:BB"))
+    assert (gateway.value("carepulse_gateway_buffer_level"),
+            gateway.value("carepulse_gateway_device_readings_lost_total")) == (0, 0)  # exported before any event
+    gateway.set_buffer_level(2)
+    gateway.device_reading_lost()
     assert gateway.value("carepulse_gateway_info", gateway_id="gw-7") == 1
     assert gateway.value("carepulse_gateway_events_in_total", topic="readings") == 1
     assert gateway.value("carepulse_gateway_events_out_total", topic="readings") == 1
@@ -219,6 +223,8 @@ def test_gateway_buffer_ble_and_forwarding():
     assert gateway.value("carepulse_gateway_ble_rejected_total", reason="replay") == 1
     assert gateway.value("carepulse_gateway_ble_rejected_total", reason="other") == 1
     assert gateway.value("carepulse_dead_letters_total", stage="gateway.ble", reason="unregistered") == 1
+    assert gateway.value("carepulse_gateway_buffer_level") == 2
+    assert gateway.value("carepulse_gateway_device_readings_lost_total") == 1
     gateway.set_buffer(depth=0, size_bytes=0, oldest_age_s=99)
     assert gateway.value("carepulse_gateway_buffer_oldest_age_seconds") == 0
 
