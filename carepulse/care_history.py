@@ -697,9 +697,9 @@ class _CareHome:
         set_id = str(step.events[-1].event_id)
         facts = escalation.ScoreFacts(risk=result.risk, total=result.total, any_single_3=result.any_single_3,
                                       occurred_at=at, score_event_id=set_id, complete=True)
-        # The episode is named as the worker names the one a complete set raises (streams/resident.py), so a
-        # urinalysis result can name the episode it answers, as the tablet shows it.
-        episode_id = str(events.derived_event_id("episode", events.derived_event_id("news2-score", set_id)))
+        # The episode is named as the worker names the one a complete set raises, so a urinalysis result can
+        # name the episode it answers, as the tablet shows it.
+        episode_id = str(events.episode_id_raised_by(events.news2_score_id(set_id)))
         resident.episode, transitions = escalation.on_score(resident.episode, facts, self.rules, episode_id)
         for transition in transitions:
             self._plan_urinalysis(step, resident, transition)

@@ -70,6 +70,16 @@ def derived_event_id(kind: str, *parts: object) -> uuid.UUID:
     return uuid.uuid5(DERIVED_EVENT_NAMESPACE, ":".join([kind, *map(str, parts)]))
 
 
+def news2_score_id(observation_set_id: uuid.UUID | str) -> uuid.UUID:
+    """The id of the NEWS2 result of an observation set (one result per set, however often it is scored)."""
+    return derived_event_id("news2-score", observation_set_id)
+
+
+def episode_id_raised_by(score_event_id: uuid.UUID | str) -> uuid.UUID:
+    """The id of the escalation episode a NEWS2 result opens, so a tablet or a simulator can name it too."""
+    return derived_event_id("episode", score_event_id)
+
+
 def utc_now() -> datetime:
     """Wall-clock time for ``received_at`` stamps (adapters only; pure code takes time as a parameter)."""
     return datetime.now(timezone.utc)

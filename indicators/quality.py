@@ -53,7 +53,7 @@ INDICATOR_IDS = (
     "missed_medication_doses",
 )
 #: Issue 11's indicators. The worker streams continuity and travel always and urinalysis timeliness only
-#: with ``urinalysis_pathway.enabled`` (``streams.location.streamed_indicator_ids``); the oracle computes
+#: with ``urinalysis_pathway.enabled`` (``streamed_indicator_ids``); the oracle computes
 #: them on request (``recompute(indicator_ids=ALL_INDICATOR_IDS)``).
 EXTENSION_INDICATOR_IDS = (
     "carer_continuity",
@@ -155,6 +155,17 @@ class QualityRules:
 
     def __getitem__(self, indicator_id: str) -> IndicatorRules:
         return self.indicators[indicator_id]
+
+
+def streamed_indicator_ids(rules: QualityRules) -> tuple[str, ...]:
+    """The indicators the worker publishes, in this order: the ten core ones (``INDICATOR_IDS``),
+    continuity of carers and travel between visits always, and urinalysis timeliness only while the rules
+    switch the urinalysis pathway on (``urinalysis_pathway.enabled``, off by default: NICE and UKHSA advise
+    against dipstick diagnosis of UTI over 65, cqc_domain.md §2.2 row 13, [U3]). The batch oracle computes
+    urinalysis timeliness whenever it is asked, whatever the rules say."""
+    extensions = tuple(i for i in EXTENSION_INDICATOR_IDS
+                       if i != "urinalysis_timeliness" or rules.urinalysis_pathway.enabled)
+    return INDICATOR_IDS + extensions
 
 
 def _sourced(where: str, entry: object) -> dict:

@@ -93,10 +93,41 @@ def create_app(settings: Settings) -> CarepulseApp:
         web_enabled=False,
     )
     app.carepulse_settings = settings
+    # Every agent's inputs, not only the resident agent's: see the handler.
+    app.on_partitions_assigned.connect(rewind_partitions_never_committed)
     outputs = {spec.name: _raw_topic(app, settings, spec) for spec in topics.CATALOG}
-    _register(app, settings, escalation.load_rules(settings.escalation_rules_path), outputs)
-    _register_locations(app, settings, quality.load_rules(settings.quality_rules_path), outputs)
+    # One reading of each rules file: the resident and location sides must judge by the same rules.
+    quality_rules = quality.load_rules(settings.quality_rules_path)
+    _register(app, settings, escalation.load_rules(settings.escalation_rules_path), quality_rules, outputs)
+    _register_locations(app, settings, quality_rules, outputs)
     return app
+
+
+_CATALOG_TOPICS = {spec.name for spec in topics.CATALOG}
+
+
+async def rewind_partitions_never_committed(sender: faust.App, assigned: set, **_: object) -> None:
+    """Records fetched while a rebalance and its changelog recovery run can be taken from the consumer
+    without reaching the agents; Faust relies on its seek back to the committed offsets once recovery is
+    done (`Consumer.perform_seek`). But aiokafka's `seek_to_committed` seeks only partitions with a committed
+    offset above 0, so such records of a partition that has none yet were lost for good: the kill test lost
+    an acknowledgement at offset 0 of a clinical-actions partition, and the red escalation it answered went
+    overdue (H-16). Those partitions are sought to their beginning too; an input read twice is recognised
+    by its event id."""
+    consumer = sender.consumer
+    if getattr(consumer.seek_to_committed, "rewinds_never_committed", False):
+        return
+    seek_to_committed = consumer.seek_to_committed
+
+    async def seek_to_committed_or_beginning() -> dict:
+        committed = await seek_to_committed()
+        for tp, offset in committed.items():
+            if not offset and tp.topic in _CATALOG_TOPICS:
+                await consumer.seek(tp, 0)  # below the log start, the consumer resets to the earliest
+        return committed
+
+    seek_to_committed_or_beginning.rewinds_never_committed = True
+    consumer.seek_to_committed = seek_to_committed_or_beginning
 
 
 def _raw_topic(app: faust.App, settings: Settings, *specs: topics.TopicSpec) -> faust.TopicT:
@@ -111,7 +142,7 @@ def _raw_topic(app: faust.App, settings: Settings, *specs: topics.TopicSpec) -> 
 
 
 def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRules,
-              outputs: dict[str, faust.TopicT]) -> None:
+              quality_rules: quality.QualityRules, outputs: dict[str, faust.TopicT]) -> None:
     inputs = _raw_topic(app, settings, *RESIDENT_INPUTS)
     # Keyed by the same bytes as the input messages and placed by the same partitioner, so a resident's
     # state lives in the changelog partition matching its input partition, and the timer may write it.
@@ -119,37 +150,10 @@ def _register(app: faust.App, settings: Settings, rules: escalation.EscalationRu
         "resident-state", default=dict, partitions=settings.topic_partitions,
         key_type=bytes, use_partitioner=True,
     )
-    processor = ResidentProcessor(rules, settings.worker_id,
-                                  quality_rules=quality.load_rules(settings.quality_rules_path))
+    processor = ResidentProcessor(rules, settings.worker_id, quality_rules=quality_rules)
     # The agent and the timer both read-modify-write resident state around awaited sends.
     state_lock = asyncio.Lock()
     clocks = PartitionClocks()
-    own_topics = {spec.name for spec in topics.CATALOG}
-
-    @app.on_partitions_assigned.connect
-    async def rewind_partitions_never_committed(sender: faust.App, assigned: set, **_: object) -> None:
-        """Records fetched while a rebalance and its changelog recovery run can be taken from the consumer
-        without reaching the agents; Faust relies on its seek back to the committed offsets once recovery is
-        done (`Consumer.perform_seek`). But aiokafka's `seek_to_committed` seeks only partitions with a committed
-        offset above 0, so such records of a partition that has none yet were lost for good: the kill test lost
-        an acknowledgement at offset 0 of a clinical-actions partition, and the red escalation it answered went
-        overdue (H-16). Those partitions are sought to their beginning too; an input read twice is recognised
-        by its event id."""
-        consumer = sender.consumer
-        if getattr(consumer.seek_to_committed, "rewinds_never_committed", False):
-            return
-        seek_to_committed = consumer.seek_to_committed
-
-        async def seek_to_committed_or_beginning() -> dict:
-            committed = await seek_to_committed()
-            for tp, offset in committed.items():
-                if not offset and tp.topic in own_topics:
-                    await consumer.seek(tp, 0)  # below the log start, the consumer resets to the earliest
-            return committed
-
-        seek_to_committed_or_beginning.rewinds_never_committed = True
-        consumer.seek_to_committed = seek_to_committed_or_beginning
-
     async def send(results: list[Output]) -> None:
         for output in results:
             await publish(output.topic, output.key, output.event)

@@ -223,26 +223,15 @@ class LocationStore:
 
     def evaluate(self, location_id: str, as_of: datetime,
                  indicator_ids: Sequence[str] | None = None) -> list[q.IndicatorValue]:
-        """The indicators `indicator_ids` (default: those the worker streams, `streamed_indicator_ids`) of the
-        location over windows ending `as_of`, in that order. Only what occurred before `as_of` counts (the
-        definitions' windows are half-open)."""
-        indicator_ids = indicator_ids or streamed_indicator_ids(self.rules)
+        """The indicators `indicator_ids` (default: those the worker streams,
+        ``quality.streamed_indicator_ids``) of the location over windows ending `as_of`, in that order. Only
+        what occurred before `as_of` counts (the definitions' windows are half-open)."""
+        indicator_ids = indicator_ids or q.streamed_indicator_ids(self.rules)
         return _Evaluation(self, location_id, as_of).indicators(indicator_ids)
 
     def capacity(self, location_id: str, at: datetime) -> q.CareHomeCapacity | q.HomecareCapacity | None:
         """The location's live capacity at `at` as its newest profile before then says; None without one."""
         return _Evaluation(self, location_id, at).capacity()
-
-
-def streamed_indicator_ids(rules: q.QualityRules) -> tuple[str, ...]:
-    """The indicators the worker publishes, in this order: the ten core ones (``quality.INDICATOR_IDS``),
-    continuity of carers and travel between visits always, and urinalysis timeliness only while the rules
-    switch the urinalysis pathway on (``urinalysis_pathway.enabled``, off by default: NICE and UKHSA advise
-    against dipstick diagnosis of UTI over 65, cqc_domain.md §2.2 row 13, [U3]). The batch oracle computes
-    urinalysis timeliness whenever it is asked, whatever the rules say."""
-    extensions = tuple(i for i in q.EXTENSION_INDICATOR_IDS
-                       if i != "urinalysis_timeliness" or rules.urinalysis_pathway.enabled)
-    return q.INDICATOR_IDS + extensions
 
 
 # --- evaluating ------------------------------------------------------------------------------------------
@@ -605,7 +594,8 @@ def capacity_update(capacity: q.CareHomeCapacity | q.HomecareCapacity, profile_e
 
 class IndicatorBoard:
     """What a worker has published for each location it owns, and what it must publish next: the indicators
-    of `streamed_indicator_ids` and, for a location with a profile, its live capacity whenever it changes.
+    of ``quality.streamed_indicator_ids`` and, for a location with a profile, its live capacity whenever it
+    changes.
 
     Memory only: after a restart or a rebalance everything is evaluated and published once more (same
     values, same event ids), which a compacted topic and idempotent consumers absorb.
@@ -622,7 +612,7 @@ class IndicatorBoard:
         self._last_run: dict[str, datetime] = {}
         self._published: dict[str, tuple] = {}
         self._capacity: dict[str, tuple] = {}
-        self.indicator_ids = streamed_indicator_ids(store.rules)
+        self.indicator_ids = q.streamed_indicator_ids(store.rules)
         self._evaluated_at: dict[str, datetime] = {}
         self._snapshot_at: dict[str, datetime] = {}
         #: Per location with new events since its last evaluation: the earliest of their event times.

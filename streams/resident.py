@@ -229,7 +229,7 @@ class ResidentProcessor:
             risk=risk, total=scored.total, any_single_3=scored.any_single_3, occurred_at=scored.occurred_at,
             score_event_id=str(scored.event_id), complete=scored.complete,
         )
-        new_id = str(events.derived_event_id("episode", scored.event_id))
+        new_id = str(events.episode_id_raised_by(scored.event_id))
         episode, transitions = escalation.on_score(state.episode, facts, self.rules, new_id)
         state = replace(state, episode=episode)
         self._publish_transitions(state, transitions, source, now)

@@ -30,7 +30,7 @@ def score_observation_set(event: events.ObservationSet, received_at: datetime) -
     """Score one set; raises `news2.ImpossibleValue` for a physiologically impossible value (never scored)."""
     result = news2.score(to_core(event))
     common = dict(
-        event_id=events.derived_event_id("news2-score", event.event_id),
+        event_id=events.news2_score_id(event.event_id),
         observation_set_id=event.event_id,
         occurred_at=event.occurred_at,
         received_at=received_at,

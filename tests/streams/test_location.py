@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from carepulse import events as ev
 from carepulse.topics import ALERTS, CAPACITY, INDICATORS, INDICATORS_HISTORY
-from indicators.quality import ALL_INDICATOR_IDS, INDICATOR_IDS, local_midnight, packaged_rules
+from indicators.quality import (
+    ALL_INDICATOR_IDS,
+    INDICATOR_IDS,
+    local_midnight,
+    packaged_rules,
+    streamed_indicator_ids,
+)
 from indicators.recompute import capacity, recompute
 from streams.location import (
     IndicatorBoard,
@@ -27,7 +33,6 @@ from streams.location import (
     TooLate,
     evaluation_instant,
     retention,
-    streamed_indicator_ids,
 )
 from tests.indicators import test_recompute as hand_built
 
