@@ -136,11 +136,18 @@ def test_prometheus_reads_every_query_and_on_call_is_paged_for_a_red_score(broke
                 setting=setting, profile_event_id=uuid.uuid4(), **figures)
             produce(broker.bootstrap, topics.CAPACITY.name, [(capacity.location_id.encode(), events.to_json(capacity))])
 
-        def targets_up() -> bool:
-            try:  # Prometheus may still be starting
-                active = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
+        def answers_ok(url: str) -> bool:
+            try:  # refused while the process starts
+                return httpx.get(url, timeout=5).status_code == 200
             except httpx.HTTPError:
                 return False
+
+        # Prometheus answers its API with 503 "Service Unavailable" (plain text) until its TSDB is open;
+        # /-/ready says when it is (a CI run read the API too early and failed on the plain-text body).
+        wait_for(lambda: answers_ok(f"{prometheus}/-/ready"), 120, "Prometheus to be ready")
+
+        def targets_up() -> bool:
+            active = httpx.get(f"{prometheus}/api/v1/targets", timeout=5).json()["data"]["activeTargets"]
             return len(active) == 3 and all(t["health"] == "up" for t in active)
 
         wait_for(targets_up, 120, "Prometheus to scrape the worker, the feed and the gateway")
