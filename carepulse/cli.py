@@ -348,21 +348,38 @@ def indicators_recompute(
         help="Registered beds of a location, LOCATION=COUNT (homes under 40 beds get the 90-day falls "
         "window). Repeatable.")] = [],
     as_json_lines: Annotated[bool, typer.Option("--json", help="One JSON line per indicator.")] = False,
+    rules_path: Annotated[Optional[Path], typer.Option(
+        "--rules", help="The quality rules file the worker used (default: CAREPULSE_QUALITY_RULES_PATH, else "
+        "the packaged rules).")] = None,
+    indicator: Annotated[list[str], typer.Option(
+        help="Recompute only this indicator (repeatable; default: every indicator the worker publishes under "
+        "the rules).")] = [],
 ) -> None:
     """Recompute every location's indicators from an event log, independently of the streaming worker
     (for audits: export the topics with `carepulse tail <topic> --from-beginning --to-end`)."""
     from carepulse import indicators_tool
+    from indicators import quality
 
     bed_counts = _parse_beds(beds)
     if as_of is not None and as_of.tzinfo is None:
         raise _fail("--as-of needs a UTC offset, e.g. 2026-11-23T09:00+00:00")
+    unknown = [i for i in indicator if i not in quality.ALL_INDICATOR_IDS]
+    if unknown:
+        raise _fail(f"no indicator {', '.join(unknown)}; known: {', '.join(quality.ALL_INDICATOR_IDS)}")
+    rules_path = rules_path or Settings().quality_rules_path
+    try:
+        rules = quality.load_rules(rules_path)
+    except OSError as exc:
+        raise _fail(f"cannot read the rules file {rules_path}: {exc.strerror}") from None
+    except ValueError as exc:
+        raise _fail(f"the rules file {rules_path} is refused: {exc}") from None
     try:
         sources = [(str(path), sys.stdin if str(path) == "-" else path.open(encoding="utf-8")) for path in event_logs]
     except OSError as exc:
         raise _fail(f"cannot read {exc.filename}: {exc.strerror}") from None
     try:
         raise typer.Exit(indicators_tool.run(sources, sys.stdout, as_of=as_of, bed_counts=bed_counts,
-                                             as_json_lines=as_json_lines))
+                                             as_json_lines=as_json_lines, rules=rules, indicator_ids=indicator))
     except indicators_tool.EventLogError as exc:
         raise _fail(str(exc)) from None
 

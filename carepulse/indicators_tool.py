@@ -2,22 +2,27 @@
 
 An event log is JSON lines, one event per line in its wire form (what ``carepulse tail <topic>
 --from-beginning --to-end`` prints), from any number of files. An auditor exports the topics that feed
-the indicators (residents, care-events, news2-scores, escalations, location-profiles), runs this and
+the indicators (residents, care-events, clinical-actions, news2-scores, escalations, location-profiles), runs this and
 compares the result with what the regulator feed shows. The computation is the batch oracle, ``indicators.recompute``; this
 module only reads, validates and prints.
+
+By default it recomputes what the worker publishes under the same rules (``streamed_indicator_ids``): the
+ten core indicators, continuity of carers and travel between visits, and urinalysis timeliness when the
+rules switch that pathway on. The auditor gives the worker's rules file (``CAREPULSE_QUALITY_RULES_PATH``
+or ``--rules``) so thresholds and windows are the ones the published values used.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TextIO
 
 from pydantic import ValidationError
 
 from carepulse import events
-from indicators.quality import IndicatorValue
+from indicators.quality import IndicatorValue, QualityRules, streamed_indicator_ids
 from indicators.recompute import recompute
 
 
@@ -56,12 +61,15 @@ def as_json(value: IndicatorValue) -> dict:
 
 
 def run(sources: Iterable[tuple[str, TextIO]], out: TextIO, *, as_of: datetime | None,
-        bed_counts: Mapping[str, int], as_json_lines: bool) -> int:
+        bed_counts: Mapping[str, int], as_json_lines: bool, rules: QualityRules,
+        indicator_ids: Sequence[str] = ()) -> int:
+    """Recompute `indicator_ids` (default: those the worker streams under `rules`) and print them."""
     log = read_event_log(sources)
     if not log:
         raise EventLogError("the event log is empty")
     as_of = as_of or default_as_of(log)
-    values = recompute(log, as_of=as_of, bed_counts=bed_counts)
+    values = recompute(log, as_of=as_of, bed_counts=bed_counts, rules=rules,
+                       indicator_ids=tuple(indicator_ids) or streamed_indicator_ids(rules))
     if as_json_lines:
         for value in values:
             out.write(json.dumps(as_json(value)) + "\n")

@@ -31,7 +31,7 @@ from kafka import KafkaConsumer, KafkaProducer
 from carepulse import care_history, events, topics
 from carepulse.care_history import CareActivity, delivery_with_faults, topic_and_key
 from indicators import quality
-from indicators.quality import ALL_INDICATOR_IDS, INDICATOR_IDS, IndicatorValue
+from indicators.quality import ALL_INDICATOR_IDS, IndicatorValue
 from indicators.recompute import capacity, recompute
 from streams.location import last_midnight
 from tests.kafka_helpers import WorkerProcess, parse_all, read_topic
@@ -107,10 +107,10 @@ def test_every_published_indicator_equals_the_batch_recomputation(broker, tmp_pa
                                                "occurred_at": events.utc_now() + timedelta(days=1)})
     delivered.insert(len(delivered) // 2, from_the_future)
     assert {type(e) for e in log} >= {events.LocationProfile, events.UrinalysisResult}
+    rules = pathway_on(tmp_path / "quality.toml")
     worker = WorkerProcess(broker.bootstrap, tmp_path / "worker.log",
                            worker_id=f"e2e-indicators-{uuid.uuid4().hex[:8]}",
-                           extra_env={"CAREPULSE_QUALITY_RULES_PATH": str(pathway_on(tmp_path / "quality.toml"))}
-                           ).start()
+                           extra_env={"CAREPULSE_QUALITY_RULES_PATH": str(rules)}).start()
     readers = {name: TopicReader(broker.bootstrap, name) for name in
                (topics.INDICATORS.name, topics.INDICATORS_HISTORY.name, topics.NEWS2_SCORES.name,
                 topics.ESCALATIONS.name, topics.CAPACITY.name)}
@@ -152,22 +152,22 @@ def test_every_published_indicator_equals_the_batch_recomputation(broker, tmp_pa
         assert min(denominators[(homeway, "carer_continuity")], denominators[(homeway, "travel_time")]) >= 5
         assert sum(denominators[(home, "urinalysis_timeliness")] for home in homes) >= 3
 
-        # The audit path: export the topics with the CLI, recompute with the CLI, get the same numbers (the
-        # CLI recomputes the ten core indicators).
+        # The audit path: export the topics with the CLI, recompute with the CLI under the worker's rules file,
+        # get the same numbers for every indicator the worker published.
         exported = tmp_path / "exported.jsonl"
         with exported.open("w") as out:
-            for spec in (topics.LOCATION_PROFILES, topics.RESIDENTS, topics.CARE_EVENTS, topics.NEWS2_SCORES,
-                         topics.ESCALATIONS):
+            for spec in (topics.LOCATION_PROFILES, topics.RESIDENTS, topics.CARE_EVENTS, topics.CLINICAL_ACTIONS,
+                         topics.NEWS2_SCORES, topics.ESCALATIONS):
                 subprocess.run([sys.executable, "-m", "carepulse", "tail", spec.name, "--from-beginning", "--to-end"],
                                stdout=out, check=True, timeout=120,
                                env={**os.environ, "CAREPULSE_KAFKA_BOOTSTRAP": broker.bootstrap})
         # Locations are evaluated at their own instants (each at most every CAREPULSE_INDICATORS_REFRESH_S).
         for as_of in sorted({u.window_end for u in current.values()}):
             audit = subprocess.run([sys.executable, "-m", "carepulse", "indicators", "recompute", str(exported),
-                                    "--json", "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%S%z")],
+                                    "--json", "--as-of", as_of.strftime("%Y-%m-%dT%H:%M:%S%z"), "--rules", str(rules)],
                                    capture_output=True, text=True, check=True, timeout=120)
             published = {(u.location_id, u.indicator_id): (u.numerator, u.denominator, u.status)
-                         for u in current.values() if u.window_end == as_of and u.indicator_id in INDICATOR_IDS}
+                         for u in current.values() if u.window_end == as_of}
             audited = {(v["location_id"], v["indicator_id"]): (v["numerator"], v["denominator"], v["status"])
                        for v in map(json.loads, audit.stdout.splitlines())
                        if (v["location_id"], v["indicator_id"]) in published}
