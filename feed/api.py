@@ -791,10 +791,11 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one small handler per endpoin
 
     @app.get("/v1/stream", tags=["live"], responses={
         200: {"description": "Server-sent events: `ready` once subscribed, then `indicator` (a current value "
-              "changed) and `red_alert` (an indicator turned red; for providers also a high-risk escalation "
+              "changed), `capacity` (a location's live capacity changed, as /v1/locations/{id}/capacity shows "
+              "it) and `red_alert` (an indicator turned red; for providers also a high-risk escalation "
               "raised or upgraded, or a missed escalation deadline). Data is JSON.",
               "content": {"text/event-stream": {"schema": {"type": "string"}}}},
-        **_errors(401, 503)}, summary="Live stream of indicator changes and red alerts")
+        **_errors(401, 503)}, summary="Live stream of indicator and capacity changes and red alerts")
     async def stream(request: Request, who: PrincipalDep, feed: FeedDep) -> EventSourceResponse:
         queue = feed.hub.subscribe()
         visible: dict[str, tuple[bool, float]] = {}
@@ -809,6 +810,8 @@ def _routes(app: FastAPI) -> None:  # noqa: C901 - one small handler per endpoin
             return cached[0]
 
         def shape(event: LiveEvent) -> dict[str, Any] | None:
+            if event.kind == "capacity":  # the same view, and suppression, as /v1/locations/{id}/capacity
+                return privacy.capacity_view(event.payload, regulator=who.is_regulator, threshold=feed.threshold)
             if "indicator_id" in event.payload:
                 view = privacy.indicator_view(event.payload, regulator=who.is_regulator, threshold=feed.threshold)
                 return {"alert": event.payload["alert"], **view} if "alert" in event.payload else view

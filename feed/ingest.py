@@ -8,8 +8,9 @@ keeps its batch and its partitions and retries with backoff, committing nothing 
 the database itself refuses (e.g. a value longer than its column on PostgreSQL) is reported like an
 unreadable one instead of blocking its partition.
 
-The store functions return `LiveEvent`s, what changed, for the live stream: an indicator change, and red
-alerts (an indicator turning red; a high-risk escalation raised or upgraded; a missed escalation deadline).
+The store functions return `LiveEvent`s, what changed, for the live stream: an indicator change, a
+location's live capacity changing, and red alerts (an indicator turning red; a high-risk escalation raised
+or upgraded; a missed escalation deadline).
 
 Metrics (`carepulse.metrics.FeedMetrics`, the process-wide `FEED` unless one is passed), recorded only after
 a batch's transaction committed: each stored record (``carepulse_feed_events_in_total`` and its event-time
@@ -217,8 +218,9 @@ _CAPACITY_COLUMNS = ("setting", "max_beds", "occupied_beds", "reserved_beds", "v
                      "commissioned_hours_not_planned")
 
 
-def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: datetime) -> bool:
-    """Upsert a location's live capacity; returns whether the stored row changed. A re-delivery, or one older
+def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: datetime) -> list[LiveEvent]:
+    """Upsert a location's live capacity; returns the ``capacity`` live event when the stored row changed (with
+    the location's name and provider, as the API's capacity view shows it). A re-delivery, or one older
     (`occurred_at`) than the stored one, changes nothing: the compacted topic keeps only the newest anyway."""
     touch_location(conn, event.location_id, event.occurred_at, now)
     table = db.capacity
@@ -226,7 +228,7 @@ def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: dat
         select(table.c.event_id, table.c.as_of).where(table.c.location_id == event.location_id)
     ).first()
     if previous is not None and (previous.event_id == str(event.event_id) or previous.as_of > event.occurred_at):
-        return False
+        return []
     values = {
         "location_id": event.location_id, "event_id": str(event.event_id), "as_of": event.occurred_at,
         **{name: getattr(event, name) for name in _CAPACITY_COLUMNS},
@@ -238,7 +240,12 @@ def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: dat
         set_={name: statement.excluded[name] for name in values if name != "location_id"},
         where=table.c.as_of <= statement.excluded.as_of,
     ))
-    return True
+    location = conn.execute(select(db.locations.c.name, db.locations.c.provider_id)
+                            .where(db.locations.c.location_id == event.location_id)).one()
+    figures = {name: getattr(event, name) for name in _CAPACITY_COLUMNS}
+    return [LiveEvent("capacity", event.location_id, {
+        "location_id": event.location_id, "name": location.name, "provider_id": location.provider_id,
+        "as_of": event.occurred_at, **figures})]
 
 
 def store_records(conn: Connection, records: Iterable[Record], now: datetime,
@@ -258,7 +265,7 @@ def store_records(conn: Connection, records: Iterable[Record], now: datetime,
                 event = escalation
             elif record.topic == topics.CAPACITY.name:
                 capacity = events.parse(events.LocationCapacity, record.value)
-                store_capacity(conn, capacity, now=now)
+                live.extend(store_capacity(conn, capacity, now=now))
                 event = capacity
             else:
                 update_ = events.parse(events.IndicatorUpdate, record.value)

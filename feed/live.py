@@ -17,7 +17,7 @@ OVERFLOW = object()
 
 @dataclass(frozen=True)
 class LiveEvent:
-    kind: Literal["indicator", "red_alert"]
+    kind: Literal["indicator", "capacity", "red_alert"]
     location_id: str
     payload: dict[str, Any]
 

@@ -391,12 +391,12 @@ def test_a_location_without_capacity_answers_404_and_a_newer_capacity_changes_th
     with engine.begin() as conn:
         older = location_capacity(LOC_A, occurred_at=NOW - timedelta(hours=1), max_beds=30, occupied_beds=20,
                                   reserved_beds=0, vacant_beds=10, over_max_beds=0)
-        assert store_capacity(conn, older, now=NOW) is False  # older than the stored figures: ignored
+        assert store_capacity(conn, older, now=NOW) == []  # older than the stored figures: ignored
     assert client.get("/v1/capacity", headers={**headers, "If-None-Match": first.headers["etag"]}).status_code == 304
     with engine.begin() as conn:
         newer = location_capacity(LOC_A, occurred_at=NOW + timedelta(minutes=5), max_beds=30, occupied_beds=28,
                                   reserved_beds=2, vacant_beds=0, over_max_beds=0)
-        assert store_capacity(conn, newer, now=NOW) is True
+        assert store_capacity(conn, newer, now=NOW)
     changed = client.get("/v1/capacity?min_vacant_beds=1", headers={**headers, "If-None-Match": first.headers["etag"]})
     assert changed.status_code == 200 and _where(changed.json()) == []
 

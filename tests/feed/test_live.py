@@ -12,7 +12,10 @@ import pytest
 
 from carepulse import events, topics
 from feed import auth
-from tests.feed.conftest import NOW, FeedServer, escalation, feed_settings, indicator_update, key, overdue, unique, wait_for
+from datetime import timedelta
+
+from tests.feed.conftest import (NOW, FeedServer, escalation, feed_settings, indicator_update, key, location_capacity,
+                                 overdue, unique, wait_for)
 from tests.kafka_helpers import free_port, produce
 
 
@@ -98,6 +101,48 @@ def test_published_events_reach_the_api_and_the_live_stream(broker, engine):
         for stream in streams.values():
             stream.close()
     print(f"\nindicator published -> SSE client: {latency_s * 1000:.0f} ms")
+
+
+def test_live_capacity_changes_reach_the_stream_with_the_api_view(broker, engine):
+    """Issue 11's capacity on the live stream: each change once, in the view /v1/locations/{id}/capacity
+    gives the same key (a small agency's people suppressed for the regulator, bed counts exact), only to
+    keys that may see the location; a re-delivery or an older figure is not a change."""
+    home, agency = unique("loc-home"), unique("loc-agency")
+    auth.register_location(engine, home, provider_id="prov-a", name="Alder", now=NOW)
+    auth.register_location(engine, agency, provider_id="prov-a", name="Alder at home", now=NOW)
+    regulator, provider_a, provider_b = key(engine, "regulator"), key(engine, "provider:prov-a"), key(engine, "provider:prov-b")
+    with FeedServer(feed_settings(broker.bootstrap), engine) as feed:
+        streams = {who: SseClient(f"{feed.url}/v1/stream", headers)
+                   for who, headers in (("regulator", regulator), ("a", provider_a), ("b", provider_b))}
+        for stream in streams.values():
+            stream.wait(lambda name, data: name == "ready")
+        wait_for(lambda: feed.consumer.state == "consuming" and feed.consumer.assigned_partitions)
+
+        beds = location_capacity(home, max_beds=20, occupied_beds=18, reserved_beds=1, vacant_beds=1, over_max_beds=0)
+        older = location_capacity(home, occurred_at=NOW - timedelta(hours=1), max_beds=20, occupied_beds=20,
+                                  reserved_beds=0, vacant_beds=0, over_max_beds=0)
+        people = location_capacity(agency, "homecare", people_receiving_care=3, planned_hours_7d=40.0,
+                                   commissioned_hours_7d=50.0, commissioned_hours_not_planned=10.0)
+        produce(broker.bootstrap, topics.CAPACITY.name,
+                [(c.location_id.encode(), events.to_json(c)) for c in (beds, beds, older, people)])
+        for who, headers in (("regulator", regulator), ("a", provider_a)):
+            for location_id in (home, agency):
+                _, seen = streams[who].wait(lambda name, data, loc=location_id: name == "capacity"
+                                            and data["location_id"] == loc)
+                served = httpx.get(f"{feed.url}/v1/locations/{location_id}/capacity", headers=headers).json()
+                assert seen == served
+        regulator_view = next(d for n, d in streams["regulator"].events if n == "capacity" and d["location_id"] == agency)
+        provider_view = next(d for n, d in streams["a"].events if n == "capacity" and d["location_id"] == agency)
+        assert (regulator_view["people_receiving_care"], regulator_view["suppressed"]) == ("suppressed", True)
+        assert (provider_view["people_receiving_care"], provider_view["suppressed"]) == (3, False)
+        home_view = next(d for n, d in streams["regulator"].events if n == "capacity" and d["location_id"] == home)
+        assert (home_view["vacant_beds"], home_view["name"], home_view["provider_id"]) == (1, "Alder", "prov-a")
+        time.sleep(0.5)
+        # One event per change: the re-delivery and the older figure (an hour before) were not changes.
+        assert [d["location_id"] for n, d in streams["a"].events if n == "capacity"].count(home) == 1
+        assert not [d for n, d in streams["b"].events if n == "capacity"]
+        for stream in streams.values():
+            stream.close()
 
 
 def test_the_api_answers_from_the_database_while_the_broker_is_unreachable(engine):

@@ -135,10 +135,12 @@ def test_capacity_keeps_the_newest_figures_of_each_location(engine):
     newer = location_capacity(location, occurred_at=NOW + timedelta(minutes=1), max_beds=20, occupied_beds=19,
                               reserved_beds=1, vacant_beds=0, over_max_beds=0)
     with engine.begin() as conn:
-        assert store_capacity(conn, first, now=NOW) is True
-        assert store_capacity(conn, first, now=NOW) is False  # re-delivered
-        assert store_capacity(conn, older, now=NOW) is False  # out of order: ignored
-        assert store_capacity(conn, newer, now=NOW) is True
+        [changed] = store_capacity(conn, first, now=NOW)
+        assert (changed.kind, changed.location_id, changed.payload["vacant_beds"]) == ("capacity", location, 1)
+        assert store_capacity(conn, first, now=NOW) == []  # re-delivered
+        assert store_capacity(conn, older, now=NOW) == []  # out of order: ignored
+        [changed] = store_capacity(conn, newer, now=NOW)
+        assert (changed.payload["as_of"], changed.payload["occupied_beds"]) == (NOW + timedelta(minutes=1), 19)
     with engine.connect() as conn:
         row = conn.execute(select(db.capacity).where(db.capacity.c.location_id == location)).one()
         learned = conn.execute(select(db.locations).where(db.locations.c.location_id == location)).one()
