@@ -2,8 +2,8 @@
 
 An event log is JSON lines, one event per line in its wire form (what ``carepulse tail <topic>
 --from-beginning --to-end`` prints), from any number of files. An auditor exports the topics that feed
-the indicators (residents, care-events, clinical-actions, news2-scores, escalations, location-profiles), runs this and
-compares the result with what the regulator feed shows. The computation is the batch oracle, ``indicators.recompute``; this
+the indicators (residents, care-events, clinical-actions, news2-scores, escalations, location-profiles),
+runs this and compares the result with what the regulator feed shows. The computation is the batch oracle, ``indicators.recompute``; this
 module only reads, validates and prints.
 
 By default it recomputes what the worker publishes under the same rules (``streamed_indicator_ids``): the

@@ -229,9 +229,9 @@ def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: dat
     ).first()
     if previous is not None and (previous.event_id == str(event.event_id) or previous.as_of > event.occurred_at):
         return []
+    figures = {name: getattr(event, name) for name in _CAPACITY_COLUMNS}
     values = {
-        "location_id": event.location_id, "event_id": str(event.event_id), "as_of": event.occurred_at,
-        **{name: getattr(event, name) for name in _CAPACITY_COLUMNS},
+        "location_id": event.location_id, "event_id": str(event.event_id), "as_of": event.occurred_at, **figures,
         "profile_event_id": str(event.profile_event_id), "stored_at": now,
     }
     statement = db.insert_for(conn)(table).values(**values)
@@ -242,7 +242,6 @@ def store_capacity(conn: Connection, event: events.LocationCapacity, *, now: dat
     ))
     location = conn.execute(select(db.locations.c.name, db.locations.c.provider_id)
                             .where(db.locations.c.location_id == event.location_id)).one()
-    figures = {name: getattr(event, name) for name in _CAPACITY_COLUMNS}
     return [LiveEvent("capacity", event.location_id, {
         "location_id": event.location_id, "name": location.name, "provider_id": location.provider_id,
         "as_of": event.occurred_at, **figures})]

@@ -1,19 +1,19 @@
-"""End to end through the real broker: an event published on a topic reaches the API and the live stream
-(SQLite and PostgreSQL); the API keeps answering when the broker is unreachable."""
+"""End to end through the real broker: an event published on a topic (an indicator, an escalation, a
+location's live capacity) reaches the API and the live stream (SQLite and PostgreSQL); the API keeps
+answering when the broker is unreachable."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+from datetime import timedelta
 
 import httpx
 import pytest
 
 from carepulse import events, topics
 from feed import auth
-from datetime import timedelta
-
 from tests.feed.conftest import (NOW, FeedServer, escalation, feed_settings, indicator_update, key, location_capacity,
                                  overdue, unique, wait_for)
 from tests.kafka_helpers import free_port, produce
