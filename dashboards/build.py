@@ -185,6 +185,25 @@ def pipeline_health() -> Dashboard:
 
 # --- care quality ------------------------------------------------------------------------------------------
 
+def _indicator_table(title: str, selector: str, *, height: int, description: str) -> table.Panel:
+    """A table of the indicators `selector` picks: location, indicator, RAG status (coloured) and value, red
+    first."""
+    return (
+        table.Panel().title(title).datasource(DATASOURCE).height(height).span(24).description(description)
+        .with_target(_query(f"carepulse_indicator_status{{{selector}}}", ref="A", instant=True))
+        .with_target(_query(f"carepulse_indicator_value{{{selector}}}", ref="B", instant=True))
+        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(_organize(
+            {"location_id": "Location", "indicator_id": "Indicator", "Value #A": "Status", "Value #B": "Value"},
+            exclude=("Time", "__name__", "job", "instance")))
+        .sort_by([TableSortByFieldState().display_name("Status").desc(True)])
+        .override_by_name("Status", [
+            DynamicConfigValue(id_val="mappings", value=[RAG_MAPPING]),
+            DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
+        ])
+    )
+
+
 def care_quality() -> Dashboard:
     location = 'location_id=~"$location"'
     worst = (
@@ -205,41 +224,16 @@ def care_quality() -> Dashboard:
             DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
         ])
     )
-    indicators = (
-        table.Panel().title("Indicators by location").datasource(DATASOURCE).height(14).span(24)
-        .description("Every indicator of every location, red first. Values in each indicator's published unit.")
-        .with_target(_query(f"carepulse_indicator_status{{{location}}}", ref="A", instant=True))
-        .with_target(_query(f"carepulse_indicator_value{{{location}}}", ref="B", instant=True))
-        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(_organize(
-            {"location_id": "Location", "indicator_id": "Indicator", "Value #A": "Status", "Value #B": "Value"},
-            exclude=("Time", "__name__", "job", "instance")))
-        .sort_by([TableSortByFieldState().display_name("Status").desc(True)])
-        .override_by_name("Status", [
-            DynamicConfigValue(id_val="mappings", value=[RAG_MAPPING]),
-            DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-        ])
-    )
-    extension = f'{location}, indicator_id=~"{"|".join(EXTENSION_INDICATOR_IDS)}"'
-    new_indicators = (
-        table.Panel().title("Continuity, travel and urinalysis (new indicators)").datasource(DATASOURCE).height(10)
-        .span(24)
-        .description("Issue 11's indicators: continuity of carers, homecare travel between visits and urinalysis "
-                     "after an amber NEWS2 episode (only where the urinalysis pathway is switched on: dipstick tests "
-                     "are not recommended over 65, cqc_domain.md §2.2 row 13 [U3]). Every threshold is a carepulse "
-                     "proposal with no benchmark.")
-        .with_target(_query(f"carepulse_indicator_status{{{extension}}}", ref="A", instant=True))
-        .with_target(_query(f"carepulse_indicator_value{{{extension}}}", ref="B", instant=True))
-        .with_transformation(DataTransformerConfig(id_val="merge", options={}))
-        .with_transformation(_organize(
-            {"location_id": "Location", "indicator_id": "Indicator", "Value #A": "Status", "Value #B": "Value"},
-            exclude=("Time", "__name__", "job", "instance")))
-        .sort_by([TableSortByFieldState().display_name("Status").desc(True)])
-        .override_by_name("Status", [
-            DynamicConfigValue(id_val="mappings", value=[RAG_MAPPING]),
-            DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-background"}),
-        ])
-    )
+    indicators = _indicator_table(
+        "Indicators by location", location, height=14,
+        description="Every indicator of every location, red first. Values in each indicator's published unit.")
+    new_indicators = _indicator_table(
+        "Continuity, travel and urinalysis (new indicators)",
+        f'{location}, indicator_id=~"{"|".join(EXTENSION_INDICATOR_IDS)}"', height=10,
+        description="Issue 11's indicators: continuity of carers, homecare travel between visits and urinalysis "
+                    "after an amber NEWS2 episode (only where the urinalysis pathway is switched on: dipstick tests "
+                    "are not recommended over 65, cqc_domain.md §2.2 row 13 [U3]). Every threshold is a carepulse "
+                    "proposal with no benchmark.")
     beds = (
         table.Panel().title("Care-home beds, most vacant first").datasource(DATASOURCE).height(10).span(14)
         .description("Live capacity with the DHSC Capacity Tracker's bed fields (maximum, occupied, reserved for "

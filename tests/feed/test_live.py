@@ -54,17 +54,22 @@ class SseClient:
         self._stop.set()
 
 
+def subscribed(feed: FeedServer, keys: dict[str, dict[str, str]]) -> dict[str, SseClient]:
+    """A live-stream client per key, each past its `ready` event, once the feed's consumer has partitions."""
+    streams = {who: SseClient(f"{feed.url}/v1/stream", headers) for who, headers in keys.items()}
+    for stream in streams.values():
+        stream.wait(lambda name, data: name == "ready")
+    wait_for(lambda: feed.consumer.state == "consuming" and feed.consumer.assigned_partitions)
+    return streams
+
+
 def test_published_events_reach_the_api_and_the_live_stream(broker, engine):
     location_a, location_b = unique("loc-a"), unique("loc-b")
     auth.register_location(engine, location_a, provider_id="prov-a", name="Alder", now=NOW)
     auth.register_location(engine, location_b, provider_id="prov-b", name="Birch", now=NOW)
     regulator, provider_a, provider_b = key(engine, "regulator"), key(engine, "provider:prov-a"), key(engine, "provider:prov-b")
     with FeedServer(feed_settings(broker.bootstrap), engine) as feed:
-        streams = {who: SseClient(f"{feed.url}/v1/stream", headers)
-                   for who, headers in (("regulator", regulator), ("a", provider_a), ("b", provider_b))}
-        for stream in streams.values():
-            stream.wait(lambda name, data: name == "ready")
-        wait_for(lambda: feed.consumer.state == "consuming" and feed.consumer.assigned_partitions)
+        streams = subscribed(feed, {"regulator": regulator, "a": provider_a, "b": provider_b})
 
         started = time.monotonic()
         change = indicator_update(location_a, status="amber", numerator=17, denominator=20)
@@ -112,11 +117,7 @@ def test_live_capacity_changes_reach_the_stream_with_the_api_view(broker, engine
     auth.register_location(engine, agency, provider_id="prov-a", name="Alder at home", now=NOW)
     regulator, provider_a, provider_b = key(engine, "regulator"), key(engine, "provider:prov-a"), key(engine, "provider:prov-b")
     with FeedServer(feed_settings(broker.bootstrap), engine) as feed:
-        streams = {who: SseClient(f"{feed.url}/v1/stream", headers)
-                   for who, headers in (("regulator", regulator), ("a", provider_a), ("b", provider_b))}
-        for stream in streams.values():
-            stream.wait(lambda name, data: name == "ready")
-        wait_for(lambda: feed.consumer.state == "consuming" and feed.consumer.assigned_partitions)
+        streams = subscribed(feed, {"regulator": regulator, "a": provider_a, "b": provider_b})
 
         beds = location_capacity(home, max_beds=20, occupied_beds=18, reserved_beds=1, vacant_beds=1, over_max_beds=0)
         older = location_capacity(home, occurred_at=NOW - timedelta(hours=1), max_beds=20, occupied_beds=20,
